@@ -1,0 +1,34 @@
+# One venv, two entry points: `make quickstart` and `make test`.
+# TORCH_SPEC picks the torch build: the default is the CPU build these machines carry;
+# on a GPU box use e.g. `make TORCH_SPEC="torch>=2.4" quickstart`.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test lint benchmark clean
+
+$(BIN)/dwsfusion: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/dwsfusion
+
+quickstart: install
+	$(BIN)/dwsfusion quickstart
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+benchmark: install
+	$(BIN)/python benchmarks/fuse_speed.py
+	$(BIN)/python benchmarks/metric_speed.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,95 @@
+"""DWSFusion losses: content, dual-weight supervision, WGAN-GP. Weights live in LossWeights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+from torch import nn
+
+from .model import GeneratorOutput
+
+MS_SSIM_MIN_SIDE = 161  # pytorch-msssim, 5 scales, window 11: each side must exceed 160 px
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Loss coefficients; the defaults are the release's. ``dual_*`` are the sweep's targets."""
+
+    content: float = 10.0
+    adversarial: float = 0.1
+    dual_ir: float = 1.0  # lambda_ir: L1(W_ir, F_ir)
+    dual_vi: float = 1.0  # lambda_vi: L1(W_vi, F_vi)
+    dual_cross: float = 1.0  # lambda_x:  L1(W_ir, 1 - W_vi)
+    gradient_penalty: float = 10.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+_SOBEL = torch.tensor([[[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], [[1.0, 2, 1], [0, 0, 0], [-1, -2, -1]]])
+
+
+def sobel_gradient(x: torch.Tensor) -> torch.Tensor:
+    """|Sobel_x| + |Sobel_y|, zero padding: (B, 1, H, W) -> same."""
+    kernels = _SOBEL.to(x)[:, None]  # (2, 1, 3, 3)
+    return F.conv2d(x, kernels, padding=1).abs().sum(dim=1, keepdim=True)
+
+
+def content_losses(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Intensity, gradient and MS-SSIM terms against the element-wise max of the sources."""
+    if min(fused.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        raise ValueError(f"MS-SSIM needs patches larger than 160 px per side, got {tuple(fused.shape[-2:])}")
+    target = torch.maximum(ir, vi)
+    return {
+        "intensity": F.l1_loss(fused, target),
+        "gradient": F.l1_loss(sobel_gradient(fused), torch.maximum(sobel_gradient(ir), sobel_gradient(vi))),
+        "ms_ssim": 1 - ms_ssim(fused.float(), target.float(), data_range=1.0, size_average=True),
+    }
+
+
+def dual_weight_losses(out: GeneratorOutput) -> dict[str, torch.Tensor]:
+    """Feature-level supervision: the fused image's weight maps supervise the sources'."""
+    return {
+        "dual_ir": F.l1_loss(out.w_ir, out.f_ir),
+        "dual_vi": F.l1_loss(out.w_vi, out.f_vi),
+        "dual_cross": F.l1_loss(out.w_ir, 1 - out.w_vi),
+    }
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: mean (||grad_x D(x)||_2 - 1)^2 on random interpolates (a double backward)."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_losses(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float
+) -> dict[str, torch.Tensor]:
+    """L_D = -mean D(real) + mean D(fake) + gp_weight * GP; ``fake`` must be detached."""
+    wasserstein = critic(fake).mean() - critic(real).mean()
+    penalty = gradient_penalty(critic, real, fake)
+    return {"loss": wasserstein + gp_weight * penalty, "wasserstein": wasserstein, "gp": penalty}
+
+
+def generator_losses(
+    out: GeneratorOutput, ir: torch.Tensor, vi: torch.Tensor, d_ir: nn.Module, d_vi: nn.Module, weights: LossWeights
+) -> dict[str, torch.Tensor]:
+    """Every generator term and the total: content*10 + dual-weight + adversarial*0.1."""
+    terms = content_losses(out.fused, ir, vi)
+    terms.update(dual_weight_losses(out))
+    terms["adversarial"] = -d_ir(out.fused).mean() - d_vi(out.fused).mean()
+    terms["content"] = terms["intensity"] + terms["gradient"] + terms["ms_ssim"]
+    terms["dual_weight"] = (
+        weights.dual_ir * terms["dual_ir"]
+        + weights.dual_vi * terms["dual_vi"]
+        + weights.dual_cross * terms["dual_cross"]
+    )
+    terms["total"] = (
+        weights.content * terms["content"] + terms["dual_weight"] + weights.adversarial * terms["adversarial"]
+    )
+    return terms

@@ -1,0 +1,70 @@
+"""Our generator and metrics against the authors' release (needs ../shared; skips without)."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from dwsfusion.checkpoints import convert_official_state_dict, load_generator
+from dwsfusion.evaluate import gray_u8
+from dwsfusion.fuse import fuse_pair
+from dwsfusion.metrics import compute_metrics
+from dwsfusion.pairs import find_pairs
+from tests.conftest import OFFICIAL_WEIGHTS, need_shared
+
+
+def test_every_official_key_maps_onto_our_generator():
+    need_shared("official", "dwsfusion_official_generator.pth")
+    from dwsfusion.model import Generator
+
+    state = torch.load(OFFICIAL_WEIGHTS, map_location="cpu", weights_only=True)
+    assert len(state) == 464
+    ours = Generator().state_dict()
+    converted = convert_official_state_dict(state)
+    assert set(converted) == set(ours)
+    assert all(converted[k].shape == ours[k].shape for k in ours)
+
+
+@pytest.fixture(scope="module")
+def tno_pairs():
+    root = need_shared("data", "TNO")
+    need_shared("official", "tno_fused")
+    pairs, _ = find_pairs(root / "ir", root / "vi")
+    assert len(pairs) == 25
+    return pairs
+
+
+def test_official_weights_reproduce_the_authors_fused_tno_images(tno_pairs):
+    generator = load_generator(OFFICIAL_WEIGHTS)
+    fused_root = need_shared("official", "tno_fused")
+    psnrs, off_by_more_than_one = [], 0
+    for pair in tno_pairs:
+        ours = fuse_pair(generator, pair).astype(np.int64)
+        theirs = gray_u8(fused_root / f"{pair.stem}.png").astype(np.int64)
+        ours = ours if ours.ndim == 2 else ours[..., 0]
+        diff = np.abs(ours - theirs)
+        off_by_more_than_one += int((diff > 1).sum())
+        psnrs.append(10 * np.log10(255**2 / max(float((diff**2).mean()), 1e-12)))
+    print(
+        f"\nTNO vs authors: mean PSNR {np.mean(psnrs):.2f} dB, min {np.min(psnrs):.2f} dB, "
+        f"pixels off by > 1 level: {off_by_more_than_one}"
+    )
+    assert np.mean(psnrs) >= 55
+    assert off_by_more_than_one == 0
+
+
+def test_metrics_reproduce_the_authors_tno_table(tno_pairs):
+    table = need_shared("official", "metric_TNO_DWSFusion.csv")
+    fused_root = need_shared("official", "tno_fused")
+    reference = {row["TNO"]: row for row in csv.DictReader(table.open())}
+    names = ("MI", "SD", "VIF", "SSIM", "Qabf", "PSNR")
+    worst = dict.fromkeys(names, 0.0)
+    for pair in tno_pairs:
+        ours = compute_metrics(gray_u8(pair.ir), gray_u8(pair.vi), gray_u8(fused_root / f"{pair.stem}.png"), names)
+        row = reference[f"{pair.stem}.png"]
+        for name in names:
+            rel = abs(ours[name] - float(row[name])) / abs(float(row[name]))
+            worst[name] = max(worst[name], rel)
+    print("\nworst relative error per metric:", {k: f"{v:.2e}" for k, v in worst.items()})
+    assert max(worst.values()) <= 0.01

@@ -1,0 +1,169 @@
+"""The fuse, evaluate and samples verbs as a user runs them, including bad input."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from dwsfusion.cli import main
+from dwsfusion.color import read_image, write_image
+from dwsfusion.metrics import METRIC_NAMES
+
+
+def _copy_pairs(src, dst, stems=None):
+    for sub in ("ir", "vi"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for f in sorted((src / sub).iterdir()):
+            if stems is None or f.stem in stems:
+                shutil.copy(f, dst / sub / f.name)
+    return dst
+
+
+def _stray_files(folder):
+    return [p.name for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_fuse_then_evaluate(samples_dir, random_checkpoint, tmp_path, capsys):
+    out = tmp_path / "fused"
+    rc = main(
+        [
+            "fuse",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--ir",
+            str(samples_dir / "ir"),
+            "--vi",
+            str(samples_dir / "vi"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(p.stem + ".png" for p in (samples_dir / "ir").iterdir())
+    fused, max_value = read_image(out / names[0])
+    source, _ = read_image(samples_dir / "vi" / names[0])
+    assert fused.shape == source.shape and fused.ndim == 3 and max_value == 255  # colour VIS -> colour
+
+    csv_path = tmp_path / "m.csv"
+    rc = main(
+        [
+            "evaluate",
+            "--ir",
+            str(samples_dir / "ir"),
+            "--vi",
+            str(samples_dir / "vi"),
+            "--fused",
+            str(out),
+            "--csv",
+            str(csv_path),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    rows = list(csv.DictReader(csv_path.open()))
+    assert list(rows[0]) == ["name", *METRIC_NAMES]
+    assert [r["name"] for r in rows] == [n[:-4] for n in names]
+    printed = capsys.readouterr().out
+    assert "Qabf" in printed and "mean" in printed
+
+
+def test_gray_and_16_bit_inputs_keep_their_form(random_checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    write_image(src / "ir" / "a.png", rng.integers(0, 65536, (41, 57), dtype=np.uint16))
+    write_image(src / "vi" / "a.png", rng.integers(0, 65536, (41, 57), dtype=np.uint16))
+    assert (
+        main(
+            [
+                "fuse",
+                "--checkpoint",
+                str(random_checkpoint),
+                "--ir",
+                str(src / "ir"),
+                "--vi",
+                str(src / "vi"),
+                "--out",
+                str(tmp_path / "out"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    fused, max_value = read_image(tmp_path / "out" / "a.png")
+    assert fused.shape == (41, 57) and max_value == 65535
+
+
+def test_missing_partner_is_named_and_nothing_is_written(samples_dir, random_checkpoint, tmp_path, capsys):
+    src = _copy_pairs(samples_dir, tmp_path / "src")
+    lonely = sorted((src / "vi").iterdir())[0]
+    lonely.unlink()
+    rc = main(
+        [
+            "fuse",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--ir",
+            str(src / "ir"),
+            "--vi",
+            str(src / "vi"),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
+    assert rc == 2
+    assert f"{lonely.stem}.png: no visible partner" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_size_mismatch_and_unreadable_files_are_named_and_skipped(samples_dir, random_checkpoint, tmp_path, capsys):
+    src = _copy_pairs(samples_dir, tmp_path / "src")
+    stems = sorted(p.stem for p in (src / "ir").iterdir())
+    write_image(src / "vi" / f"{stems[0]}.png", np.zeros((50, 60), np.uint8))  # wrong size
+    (src / "ir" / f"{stems[1]}.png").write_bytes(b"\x89PNG broken")  # unreadable
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "fuse",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--ir",
+            str(src / "ir"),
+            "--vi",
+            str(src / "vi"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "not registered" in err and f"{stems[0]}.png" in err
+    assert f"{stems[1]}.png: not a readable image" in err
+    assert sorted(p.name for p in out.iterdir()) == [f"{stems[2]}.png"]  # the good pair only
+    assert _stray_files(out) == []
+
+
+def test_empty_folder_and_bad_checkpoint(tmp_path, random_checkpoint, capsys):
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vi").mkdir()
+    args = ["--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(["fuse", "--checkpoint", str(random_checkpoint), *args]) == 2
+    assert "no image pairs found" in capsys.readouterr().err
+    assert main(["fuse", "--checkpoint", str(tmp_path / "none.pt"), *args]) == 2
+
+
+def test_samples_are_deterministic(tmp_path):
+    assert main(["samples", "--out", str(tmp_path / "a"), "--count", "2", "--seed", "3"]) == 0
+    assert main(["samples", "--out", str(tmp_path / "b"), "--count", "2", "--seed", "3"]) == 0
+    for sub in ("ir/scene_00.png", "vi/scene_01.png"):
+        assert (tmp_path / "a" / sub).read_bytes() == (tmp_path / "b" / sub).read_bytes()
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end(tmp_path, capsys):
+    assert main(["quickstart", "--workdir", str(tmp_path), "--steps", "2", "--quiet"]) == 0
+    assert "Qabf" in capsys.readouterr().out

@@ -1,0 +1,94 @@
+"""Each metric on small cases whose value can be worked out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dwsfusion import metrics as m
+
+RNG = np.random.default_rng(0)
+TEXTURE = np.clip(np.round(128 + 60 * RNG.standard_normal((180, 190))), 0, 255)
+EDGES = np.zeros((180, 190))
+EDGES[:, 95:] = 200.0
+
+
+def test_names_are_the_full_suite():
+    assert m.METRIC_NAMES == (
+        "EN",
+        "SD",
+        "SF",
+        "AG",
+        "MI",
+        "SCD",
+        "CC",
+        "VIF",
+        "Qabf",
+        "Nabf",
+        "SSIM",
+        "MS-SSIM",
+        "PSNR",
+        "MSE",
+    )
+    assert set(m.compute_metrics(TEXTURE, TEXTURE, TEXTURE)) == set(m.METRIC_NAMES)
+
+
+def test_entropy_and_sd_of_a_two_level_image():
+    img = np.zeros((10, 10))
+    img[:, 5:] = 255
+    assert m.entropy(img) == pytest.approx(1.0, abs=1e-6)
+    assert m.entropy(np.full((8, 8), 7.0)) == pytest.approx(0.0, abs=1e-6)
+    assert m.standard_deviation(img) == pytest.approx(127.5)
+
+
+def test_spatial_frequency_and_average_gradient_of_a_ramp():
+    ramp = np.tile(np.arange(10, dtype=np.float64) * 3, (6, 1))  # +3 per column, constant rows
+    assert m.spatial_frequency(ramp) == pytest.approx(3.0)
+    # np.gradient: gx = 3 everywhere, gy = 0 -> s = 3/sqrt(2), summed over 6x10, / (5*9)
+    assert m.average_gradient(ramp) == pytest.approx(60 * 3 / math.sqrt(2) / 45)
+
+
+def test_mutual_information_of_identical_images_is_twice_the_entropy():
+    img = np.zeros((4, 4))
+    img[:2] = 10
+    img[2:, :2] = 20
+    img[2:, 2:] = 30  # p = 1/2, 1/4, 1/4 -> H = 1.5 bits
+    assert m.mutual_information(img, img, img) == pytest.approx(3.0)
+    assert m.mutual_information(img, img, np.full((4, 4), 5.0)) == pytest.approx(0.0)
+
+
+def test_correlations():
+    assert m.correlation_coefficient(TEXTURE, TEXTURE, TEXTURE) == pytest.approx(1.0, abs=1e-9)
+    assert m.correlation_coefficient(TEXTURE, 255 - TEXTURE, TEXTURE) == pytest.approx(0.0, abs=1e-9)
+    other = np.clip(np.round(100 + 50 * RNG.standard_normal(TEXTURE.shape)), 0, 255)
+    # F = A + B: F - B = A and F - A = B, so SCD = 2 exactly.
+    assert m.scd(TEXTURE, other, TEXTURE + other) == pytest.approx(2.0)
+
+
+def test_psnr_and_mse_convention():
+    a, b = np.zeros((4, 4)), np.full((4, 4), 255.0)
+    f = np.full((4, 4), 51.0)  # 0.2 from a, 0.8 from b on [0, 1]
+    assert m.mse(a, b, f) == pytest.approx((0.04 + 0.64) / 2)
+    assert m.psnr(a, b, f) == pytest.approx(20 * math.log10(255 / math.sqrt(0.34)))
+
+
+def test_structural_metrics_of_identical_images():
+    assert m.ssim(TEXTURE, TEXTURE, TEXTURE) == pytest.approx(1.0)
+    assert m.multiscale_ssim(TEXTURE, TEXTURE, TEXTURE) == pytest.approx(1.0, abs=1e-5)
+    assert math.isnan(m.multiscale_ssim(TEXTURE[:100], TEXTURE[:100], TEXTURE[:100]))
+    assert m.vif(TEXTURE, TEXTURE, TEXTURE) == pytest.approx(2.0)
+
+
+def test_edge_metrics_on_a_step_edge():
+    # F == A == B: every edge is preserved with G = gF (the reference's quirk, gF >> 1 here)
+    # and orientation agreement 1, so Qabf = Tg * Ta / (1 + exp(-22 * 0.2)).
+    expected = 0.9994 * 0.9879 / (1 + math.exp(-22 * (1 - 0.8)))
+    assert m.qabf(EDGES, EDGES, EDGES) == pytest.approx(expected, rel=1e-6)
+    assert m.nabf(EDGES, EDGES, EDGES) == pytest.approx(0.0)
+    assert m.nabf(EDGES, EDGES, EDGES * 1.2) > 0  # stronger edges than either source: artefacts
+    assert m.qabf(EDGES, EDGES, np.zeros_like(EDGES)) < 0.01  # the edge is lost
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="one size"):
+        m.compute_metrics(TEXTURE, TEXTURE, TEXTURE[:10])
