@@ -27,8 +27,13 @@ def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     for config in (GeneratorConfig(), GeneratorConfig(channel_min_hidden=1)):
         g = Generator(config).train()
-        with torch.no_grad():  # AlphaNet ends in a ReLU that a random init may leave closed
-            g.alpha.fc.bias.fill_(0.5)
+        with torch.no_grad():  # ReLUs that a random init may leave closed: AlphaNet's output,
+            g.alpha.fc.bias.fill_(0.5)  # and the 1-wide channel-MLP unit (its inputs are >= 0 mostly)
+            g.fusion.conv_out.bias.fill_(0.5)  # keep the fused image inside clamp(0, 1)
+            g.fusion.conv_out.weight.mul_(0.1)
+            for name, p in g.named_parameters():
+                if name.endswith("channel.fc1.weight"):
+                    p.abs_()
         # 128 x 144: at 1/16 scale (8 x 9) the three frequency bands are still distinct.
         ir, vi = torch.rand(2, 1, 128, 144), torch.rand(2, 1, 128, 144)
         out = g(ir, vi)
