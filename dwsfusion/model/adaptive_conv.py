@@ -23,6 +23,9 @@ OMNI_HIDDEN = 16  # max(int(in * 0.0625), 16) is 16 for every width in this netw
 # Tap directions d_k in row-major order, (dy, dx); the centre tap is index 4.
 TAP_DIRECTIONS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 CENTRE_TAP = 4
+# Up to this many distinct integer dilations the exact slice path runs; beyond, grid_sample.
+# Read at call time, so a benchmark can set it to 0 to time the general path.
+MAX_SLICE_LEVELS = 4
 OFF_CENTRE_TAPS = tuple(k for k, d in enumerate(TAP_DIRECTIONS) if d != (0, 0))
 
 
@@ -126,7 +129,7 @@ def adaptive_dilated_conv2d(
     dilation: torch.Tensor,
     mask: torch.Tensor,
     kernel: torch.Tensor,
-    max_levels: int = 4,
+    max_levels: int | None = None,
 ) -> torch.Tensor:
     """Modulated deformable 3x3 convolution whose offsets are a per-pixel dilation.
 
@@ -140,7 +143,7 @@ def adaptive_dilated_conv2d(
     rows p+n, p+n+1 with weights 1-f, f, and in direction -1 rows p-n-1, p-n with f, 1-f.
     For each distinct integer part n (one or two in trained models) that is a handful of
     shifted slices times weight maps: exact positions and no gather. Beyond ``max_levels``
-    distinct n, the general grid_sample path runs instead.
+    distinct n (``MAX_SLICE_LEVELS``), the general grid_sample path runs instead.
     """
     b, c_in, hp, wp = x_padded.shape
     h, w = hp - 2, wp - 2
@@ -148,7 +151,7 @@ def adaptive_dilated_conv2d(
     whole = torch.floor(dilation).detach()
     low, high = int(whole.min()), int(whole.max())  # two reductions; unique() would sort
     levels = list(range(low, high + 1))
-    if len(levels) > max_levels:
+    if len(levels) > (MAX_SLICE_LEVELS if max_levels is None else max_levels):
         return _sampling_grid_conv2d(x_padded, dilation, mask, kernel)
     frac = dilation - whole  # carries the gradient to the offsets
     mix_first = c_out < c_in  # sample Cout pre-mixed planes per tap instead of Cin inputs
