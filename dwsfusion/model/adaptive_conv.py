@@ -37,7 +37,8 @@ def _band_limits(size: int, factor: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=64)
 def _rfft_band_mask(h: int, w: int, factor: int) -> torch.Tensor:
-    """The release's low-pass box as a mask on ``rfft2`` coefficients, (H, W//2+1).
+    """The release's low-pass box as a mask on ``rfft2`` coefficients, (H, C) with C <= W//2+1:
+    trimmed after its last non-zero column (a narrower inverse transform).
 
     The release takes Re(ifft2(X * box)) with X the full spectrum of a real input. Since
     X(-k) = conj(X(k)), that equals irfft2 of X times the symmetrised box (box(k) + box(-k))/2,
@@ -49,7 +50,10 @@ def _rfft_band_mask(h: int, w: int, factor: int) -> torch.Tensor:
     box[r0:r1, c0:c1] = 1
     box = torch.fft.ifftshift(box)  # back to unshifted frequency order
     mirrored = torch.roll(torch.flip(box, dims=(0, 1)), shifts=(1, 1), dims=(0, 1))  # box(-k)
-    return ((box + mirrored) / 2)[:, : w // 2 + 1].float()
+    mask = ((box + mirrored) / 2)[:, : w // 2 + 1]
+    used = torch.nonzero(mask.any(dim=0)).flatten()
+    columns = int(used.max()) + 1 if used.numel() else 0
+    return mask[:, :columns].float().contiguous()
 
 
 class FrequencySelection(nn.Module):
@@ -69,13 +73,20 @@ class FrequencySelection(nn.Module):
         weights = torch.cat([g.weight for g in self.gates])
         biases = torch.cat([g.bias for g in self.gates])
         gains = 2 * torch.sigmoid(F.conv2d(x, weights, biases, padding=1))
-        spectrum = torch.fft.rfft2(x.float())
-        out = torch.zeros_like(x)
-        previous = x
-        for i, factor in enumerate(self.factors):
-            mask = _rfft_band_mask(h, w, factor).to(spectrum.device)
-            low = torch.fft.irfft2(spectrum * mask, s=(h, w)).to(x.dtype)
-            out = torch.addcmul(out, gains[:, i : i + 1], previous - low)
+        masks = [_rfft_band_mask(h, w, f).to(x.device) for f in self.factors]
+        # rfft2 as rfft along W, then an FFT along H of the columns some band keeps only.
+        kept = max(m.shape[1] for m in masks)
+        spectrum = torch.fft.fft(torch.fft.rfft(x.float(), dim=-1)[..., :kept], dim=-2)
+        out, previous = None, x
+        for i, mask in enumerate(masks):
+            if mask.shape[1] == 0:  # the box is empty at this size: no low band
+                low = torch.zeros_like(x)
+            else:
+                columns = mask.shape[1]
+                low = torch.fft.ifft(spectrum[..., :columns] * mask, dim=-2)
+                low = torch.fft.irfft(low, n=w, dim=-1).to(x.dtype)  # zero-pads the columns
+            band = gains[:, i : i + 1] * (previous - low)
+            out = band if out is None else out + band
             previous = low
         return out + previous
 
@@ -155,35 +166,59 @@ def adaptive_dilated_conv2d(
         return _sampling_grid_conv2d(x_padded, dilation, mask, kernel)
     frac = dilation - whole  # carries the gradient to the offsets
     mix_first = c_out < c_in  # sample Cout pre-mixed planes per tap instead of Cin inputs
-    if mix_first:  # (B, 9*Cout, Cin) @ (B, Cin, Hp*Wp) -> (B, 9, Cout, Hp, Wp)
-        mixed = torch.bmm(kernel.permute(0, 3, 1, 2).reshape(b, 9 * c_out, c_in), x_padded.reshape(b, c_in, hp * wp))
-        source = mixed.view(b, 9, c_out, hp, wp)
+    margin = int(max(levels)) + 1  # zeros beyond the padded input, as DCNv2 samples them
+    source = F.pad(x_padded, (margin, margin, margin, margin))
+    hs, ws = hp + 2 * margin, wp + 2 * margin
+    origin = margin + 1  # index of output pixel (0, 0) in ``source``
+    if mix_first:  # (B, 9*Cout, Cin) @ (B, Cin, Hs*Ws) -> (B, 9, Cout, Hs, Ws); zeros stay zero
+        mixed = torch.bmm(kernel.permute(0, 3, 1, 2).reshape(b, 9 * c_out, c_in), source.reshape(b, c_in, hs * ws))
+        source = mixed.view(b, 9, c_out, hs, ws)
         out = x_padded.new_zeros(b, c_out, h, w)
     else:
-        source = x_padded
         columns = x_padded.new_zeros(b, c_in, 9, h, w)
-    margin = int(max(levels)) + 1  # zeros beyond the padded input, as DCNv2 samples them
-    source = F.pad(source, (margin, margin, margin, margin))
-    origin = margin + 1  # index of output pixel (0, 0) in ``source``
 
-    def read(k: int, oy: int, ox: int, weight: torch.Tensor) -> None:
+    def window(k: int, oy: int, ox: int) -> torch.Tensor:  # (B, C, H, W) read at offset (oy, ox)
         plane = source[:, k] if mix_first else source
-        target = out if mix_first else columns[:, :, k]
-        target.addcmul_(plane[:, :, origin + oy : origin + oy + h, origin + ox : origin + ox + w], weight)
+        return plane[:, :, origin + oy : origin + oy + h, origin + ox : origin + ox + w]
 
-    read(CENTRE_TAP, 0, 0, mask[:, CENTRE_TAP : CENTRE_TAP + 1])  # independent of the dilation
+    def add_tap(k: int, value: torch.Tensor) -> None:  # value already bilinear-weighted
+        if mix_first:
+            out.addcmul_(value, mask[:, k : k + 1])
+        else:
+            columns[:, :, k].add_(value)
+
+    add_tap(CENTRE_TAP, window(CENTRE_TAP, 0, 0))  # independent of the dilation
     for level in levels:
         n, here = int(level), (whole == level).to(frac.dtype) if len(levels) > 1 else 1.0
         near, far = (1 - frac) * here, frac * here  # weights of the nearer and farther row
-        # Per direction: (integer offset, weight map) of the rows/columns it reads.
-        reads = {1: ((n, near), (n + 1, far)), -1: ((-n - 1, far), (-n, near)), 0: ((0, None),)}
+        # Diagonal taps read with products of two one-axis weights (here * here == here).
+        products = {(0, 0): near * near, (0, 1): near * far, (1, 1): far * far}
+        # Per direction: (integer offset, which weight) of the two rows/columns it reads.
+        reads = {1: ((n, 0), (n + 1, 1)), -1: ((-n - 1, 1), (-n, 0))}
+        axis_weight = (near, far)
         for k in OFF_CENTRE_TAPS:
             dy, dx = TAP_DIRECTIONS[k]
-            tap_mask = mask[:, k : k + 1]
-            for oy, wy in reads[dy]:
-                for ox, wx in reads[dx]:
-                    weight = tap_mask * (wy if wx is None else wx if wy is None else wy * wx)
-                    read(k, oy, ox, weight)
+            value = None
+            if dy == 0 or dx == 0:  # along an axis: two reads
+                for offset, which in reads[dy or dx]:
+                    oy, ox = (offset, 0) if dy else (0, offset)
+                    term = window(k, oy, ox)
+                    if value is None:
+                        value = term * axis_weight[which]
+                    else:
+                        value.addcmul_(term, axis_weight[which])
+            else:  # diagonal: four reads
+                for oy, wy in reads[dy]:
+                    for ox, wx in reads[dx]:
+                        weight = products[(min(wy, wx), max(wy, wx))]
+                        term = window(k, oy, ox)
+                        if value is None:
+                            value = term * weight
+                        else:
+                            value.addcmul_(term, weight)
+            add_tap(k, value)
+    if not mix_first:
+        columns.mul_(mask.unsqueeze(1))  # (B, Cin, 9, H, W) * (B, 1, 9, H, W)
     if mix_first:
         return out
     return torch.bmm(kernel.reshape(b, c_out, c_in * 9), columns.reshape(b, c_in * 9, h * w)).view(b, c_out, h, w)
