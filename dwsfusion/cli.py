@@ -57,9 +57,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 1 if result["failed"] else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dwsfusion", description="DWSFusion infrared-visible image fusion")
-    verbs = parser.add_subparsers(dest="verb", required=True)
+def add_core_verbs(verbs: argparse._SubParsersAction) -> None:
+    """The verbs of the pure library (no Ray); ``pipelines.cli`` adds the cluster ones."""
 
     p = verbs.add_parser("fuse", help="fuse IR/VIS pairs (paired by file stem) with a checkpoint")
     p.add_argument("--checkpoint", required=True, type=Path, help="our checkpoint or the authors' .pth")
@@ -95,16 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=40, help="training steps when no checkpoint is given")
     p.set_defaults(run=_quickstart)
 
+
+def build_parser(extra_verbs=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dwsfusion", description="DWSFusion infrared-visible image fusion")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    add_core_verbs(verbs)
+    if extra_verbs is not None:
+        extra_verbs(verbs)
     for sub in verbs.choices.values():
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+USER_ERRORS = (PairError, ImageError, CheckpointError, ValueError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None, extra_verbs=None) -> int:
+    args = build_parser(extra_verbs).parse_args(argv)
     try:
         return args.run(args)
-    except (PairError, ImageError, CheckpointError, ValueError) as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,1 @@
+"""Cluster stages on Ray: prep (data_prep), training, evaluation, registry, batch fusion."""

@@ -1,0 +1,51 @@
+"""The ``dwsfusion`` console script: the library's verbs plus the Ray-backed stages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dwsfusion.cli import main as core_main
+
+
+def _prep(args: argparse.Namespace) -> int:
+    from data_prep import PrepConfig, run_prep
+
+    config = PrepConfig(
+        source=str(args.source),
+        out=args.out,
+        patch_size=args.patch_size,
+        stride=args.stride,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        pairs_per_task=args.pairs_per_task,
+    )
+    result = run_prep(config)
+    del result  # rejections are in the manifest and were printed; they do not fail the run
+    return 0
+
+
+def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
+    from data_prep.config import DEFAULT_PATCH, DEFAULT_STRIDE
+
+    p = verbs.add_parser("prep", help="extract training patches into Parquet shards (Ray Data)")
+    p.add_argument(
+        "--source", required=True, help="MSRS root (train/ir, train/vi[, test/...]) or a folder with ir/ + vi/"
+    )
+    p.add_argument("--out", required=True, help="output folder or pyarrow URI (s3://, gs://, file://)")
+    p.add_argument(
+        "--patch-size", type=int, default=DEFAULT_PATCH, help=f"square patch side, > 160 (default {DEFAULT_PATCH})"
+    )
+    p.add_argument("--stride", type=int, default=DEFAULT_STRIDE, help=f"grid step (default {DEFAULT_STRIDE})")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of source images for validation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    p.add_argument("--pairs-per-task", type=int, default=8, help="pairs per Ray task (and per shard)")
+    p.set_defaults(run=_prep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return core_main(argv, extra_verbs=add_pipeline_verbs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The prep job on a local Ray (one session for the module): counts, coordinates,
+alignment, split, rejected pairs, no-op rerun, resume after a kill, determinism."""
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from data_prep import PrepConfig, load_manifest, run_prep, shard_uris  # noqa: E402
+from data_prep.extract import to_luma_u8  # noqa: E402
+from data_prep.patches import patch_count  # noqa: E402
+from dwsfusion.color import write_image  # noqa: E402
+from dwsfusion.samples import write_samples  # noqa: E402
+
+PATCH, STRIDE = 161, 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def msrs_source(tmp_path_factory):
+    """MSRS layout: train/ with 6 good pairs and 5 bad ones, test/ with 2 good pairs."""
+    root = tmp_path_factory.mktemp("msrs")
+    write_samples(root / "train", count=6, seed=1)
+    write_samples(root / "test", count=2, seed=2)
+    for sub in ("ir", "vi"):  # MSRS test images have their own names
+        for f in (root / "test" / sub).iterdir():
+            f.rename(f.with_name(f.name.replace("scene", "test")))
+    train = root / "train"
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (241, 321), dtype=np.uint8)
+    write_image(train / "ir" / "bad_size.png", noise)
+    write_image(train / "vi" / "bad_size.png", noise[:200, :250])
+    write_image(train / "ir" / "bad_unreadable.png", noise)
+    (train / "vi" / "bad_unreadable.png").write_bytes(b"\x89PNG not really")
+    write_image(train / "ir" / "bad_constant.png", np.full((241, 321), 100, np.uint8))
+    write_image(train / "vi" / "bad_constant.png", noise)
+    write_image(train / "ir" / "bad_small.png", noise[:150, :150])
+    write_image(train / "vi" / "bad_small.png", noise[:150, :150])
+    write_image(train / "ir" / "bad_lonely.png", noise)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(msrs_source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "shards"
+    config = PrepConfig(
+        source=str(msrs_source),
+        out=str(out),
+        patch_size=PATCH,
+        stride=STRIDE,
+        val_fraction=0.34,
+        seed=0,
+        pairs_per_task=2,
+    )
+    return config, run_prep(config, log=lambda *_: None)
+
+
+def _rows(out, split):
+    return [row for uri in shard_uris(out, split) for row in pq.read_table(uri).to_pylist()]
+
+
+def test_counts_coordinates_and_alignment(prepared, msrs_source):
+    config, result = prepared
+    manifest = load_manifest(config.out)
+    assert set(result.counts) == {"train", "val", "test"}
+    for source in manifest["sources"]:
+        assert source["patches"] == patch_count(source["height"], source["width"], PATCH, STRIDE)
+    for split, counts in result.counts.items():
+        rows = _rows(config.out, split)
+        assert len(rows) == counts["patches"] == sum(s["patches"] for s in manifest["sources"] if s["split"] == split)
+        assert len({(r["stem"], r["y"], r["x"]) for r in rows}) == len(rows)  # no duplicates
+    # Every row's IR and VIS patch are the source pixels at the row's coordinates.
+    sources = {s["stem"]: s for s in manifest["sources"]}
+    for row in _rows(config.out, "train")[::3]:
+        src = sources[row["stem"]]
+        ir, vi = to_luma_u8(src["ir"]), to_luma_u8(src["vi"])
+        y, x = row["y"], row["x"]
+        np.testing.assert_array_equal(np.asarray(row["ir"]), ir[y : y + PATCH, x : x + PATCH])
+        np.testing.assert_array_equal(np.asarray(row["vi"]), vi[y : y + PATCH, x : x + PATCH])
+
+
+def test_split_by_image_without_overlap(prepared):
+    config, _ = prepared
+    stems = {split: {r["stem"] for r in _rows(config.out, split)} for split in ("train", "val", "test")}
+    assert stems["val"] and stems["train"] and stems["test"]
+    assert not stems["train"] & stems["val"] and not (stems["train"] | stems["val"]) & stems["test"]
+
+
+def test_bad_pairs_are_reported_with_reasons(prepared):
+    config, result = prepared
+    reasons = {r["stem"]: r["reason"] for r in result.rejected}
+    assert set(reasons) == {"bad_size", "bad_unreadable", "bad_constant", "bad_small", "bad_lonely"}
+    assert "size mismatch" in reasons["bad_size"]
+    assert "not a readable image" in reasons["bad_unreadable"] and "bad_unreadable.png" in reasons["bad_unreadable"]
+    assert "constant" in reasons["bad_constant"]
+    assert "smaller than" in reasons["bad_small"]
+    assert "no visible partner" in reasons["bad_lonely"]
+    assert load_manifest(config.out)["rejected"] == result.rejected
+
+
+def _files(out):
+    return {p: os.stat(os.path.join(d, p)).st_mtime_ns for d, _, fs in os.walk(out) for p in fs}
+
+
+def test_rerun_is_a_noop_and_a_killed_run_resumes_without_duplicates(prepared):
+    config, first = prepared
+    before = _files(config.out)
+    again = run_prep(config, log=lambda *_: None)
+    assert again.up_to_date and again.run_key == first.run_key and _files(config.out) == before
+
+    # Simulate a kill during the val split: no manifest, val unfinished with a partial file.
+    run_dir = os.path.join(config.out, first.run_key)
+    os.remove(os.path.join(config.out, "manifest.json"))
+    os.remove(os.path.join(run_dir, "val", "_SUCCESS"))
+    with open(os.path.join(run_dir, "val", "shards", "val-00099-0.parquet"), "wb") as handle:
+        handle.write(b"half a shard")
+    train_files = {k: v for k, v in _files(os.path.join(run_dir, "train")).items()}
+    resumed = run_prep(config, log=lambda *_: None)
+    assert not resumed.up_to_date and resumed.counts == first.counts
+    assert _files(os.path.join(run_dir, "train")) == train_files  # the finished split was kept
+    assert not os.path.exists(os.path.join(run_dir, "val", "shards", "val-00099-0.parquet"))
+    assert len(_rows(config.out, "val")) == first.counts["val"]["patches"]
+
+
+def test_same_sources_give_the_same_shards_and_torch_batches(prepared, tmp_path):
+    config, first = prepared
+    other = PrepConfig(**{**config.__dict__, "out": str(tmp_path / "again")})
+    second = run_prep(other, log=lambda *_: None)
+    assert second.run_key == first.run_key
+    for split in first.counts:
+        a, b = shard_uris(config.out, split), shard_uris(other.out, split)
+        assert [os.path.basename(u) for u in a] == [os.path.basename(u) for u in b]
+        for x, y in zip(a, b, strict=True):
+            assert pq.read_table(x).equals(pq.read_table(y))
+    dataset = ray.data.read_parquet(shard_uris(config.out, "train")).select_columns(["ir", "vi"])
+    batch = next(iter(dataset.iter_torch_batches(batch_size=4)))
+    assert batch["ir"].shape == (4, PATCH, PATCH) and str(batch["ir"].dtype) == "torch.uint8"
+    shutil.rmtree(tmp_path / "again")

@@ -1,0 +1,55 @@
+"""data_prep's pure parts: patch geometry, pair validation, config, splits (no Ray)."""
+
+import numpy as np
+import pytest
+
+from data_prep.config import PrepConfig
+from data_prep.patches import cut_patches, grid_positions, pair_problem, patch_count
+from data_prep.sources import SourcePair, assign_splits
+
+
+@pytest.mark.parametrize(
+    "h,w,p,s", [(480, 640, 192, 160), (241, 321, 161, 40), (200, 200, 200, 7), (150, 400, 161, 10)]
+)
+def test_grid_positions_match_the_arithmetic(h, w, p, s):
+    positions = grid_positions(h, w, p, s)
+    assert len(positions) == patch_count(h, w, p, s)
+    expected = 0 if min(h, w) < p else ((h - p) // s + 1) * ((w - p) // s + 1)
+    assert len(positions) == expected
+    assert all(0 <= y <= h - p and 0 <= x <= w - p and y % s == 0 and x % s == 0 for y, x in positions)
+    assert positions == sorted(positions)
+
+
+def test_cut_patches_are_copies_at_their_coordinates():
+    image = np.arange(20 * 30, dtype=np.int32).reshape(20, 30)
+    positions = grid_positions(20, 30, 8, 5)
+    patches = cut_patches(image, positions, 8)
+    for (y, x), patch in zip(positions, patches, strict=True):
+        assert patch[0, 0] == image[y, x] and patch[7, 7] == image[y + 7, x + 7]
+    patches[0, 0, 0] = -1
+    assert image[0, 0] == 0
+
+
+def test_pair_problems_are_explained():
+    good = np.random.default_rng(0).integers(0, 255, (200, 210), dtype=np.uint8)
+    assert pair_problem(good, good, 161) is None
+    assert "size mismatch" in pair_problem(good, good[:, :100], 161)
+    assert "smaller than the 161px patch" in pair_problem(good[:150], good[:150], 161)
+    assert "IR image is constant (all 7)" in pair_problem(np.full_like(good, 7), good, 161)
+
+
+def test_config_refuses_patches_the_loss_cannot_use():
+    with pytest.raises(ValueError, match="larger than 160 px"):
+        PrepConfig(source="s", out="o", patch_size=160)
+    assert PrepConfig(source="s", out="o").patch_size > 160
+
+
+def test_split_is_by_image_deterministic_and_disjoint():
+    pairs = [SourcePair("trainval", f"s{i:02d}", "a", "b") for i in range(20)] + [SourcePair("test", "t0", "a", "b")]
+    first = assign_splits(pairs, 0.25, seed=3)
+    assert first == assign_splits(list(reversed(pairs)), 0.25, seed=3)
+    splits = {p.stem: p.split for p in first}
+    assert sum(s == "val" for s in splits.values()) == 5 and splits["t0"] == "test"
+    assert {p.stem for p in assign_splits(pairs, 0.25, seed=4) if p.split == "val"} != {
+        s for s, v in splits.items() if v == "val"
+    }
