@@ -19,12 +19,9 @@ def patch_count(height: int, width: int, patch: int, stride: int) -> int:
     return ((height - patch) // stride + 1) * ((width - patch) // stride + 1)
 
 
-def cut_patches(image: np.ndarray, positions: list[tuple[int, int]], patch: int) -> np.ndarray:
-    """(H, W) image -> (N, patch, patch) copies at ``positions``."""
-    out = np.empty((len(positions), patch, patch), dtype=image.dtype)
-    for i, (y, x) in enumerate(positions):
-        out[i] = image[y : y + patch, x : x + patch]
-    return out
+def patch_views(image: np.ndarray, positions: list[tuple[int, int]], patch: int) -> list[np.ndarray]:
+    """(H, W) image -> views (patch, patch) at ``positions`` (no copy; ``np.stack`` copies once)."""
+    return [image[y : y + patch, x : x + patch] for y, x in positions]
 
 
 def pair_problem(ir: np.ndarray, vi: np.ndarray, patch: int) -> str | None:

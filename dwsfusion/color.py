@@ -45,12 +45,9 @@ def luma_u8(rgb: np.ndarray) -> np.ndarray:
     return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an 8- or 16-bit image as RGB or gray. Returns (array, max value: 255 or 65535).
-
-    Arrays are (H, W) for gray and (H, W, 3) RGB for colour; alpha is dropped; a 3-channel
-    file whose channels are equal is returned as gray.
-    """
+def decode_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode as OpenCV does (BGR order, alpha kept), with every check and a clear error.
+    Returns (array, max value: 255 or 65535)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
@@ -69,16 +66,34 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise ImageError(f"{path}: unsupported pixel type {image.dtype} (8- or 16-bit expected)")
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise ImageError(f"{path}: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    return image, max_value
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an 8- or 16-bit image as RGB or gray. Returns (array, max value: 255 or 65535).
+
+    Arrays are (H, W) for gray and (H, W, 3) RGB for colour; alpha is dropped; a 3-channel
+    file whose channels are equal is returned as gray.
+    """
+    image, max_value = decode_image(path)
     if image.ndim == 3:
-        if image.shape[2] == 4:
-            image = image[..., :3]
-        elif image.shape[2] == 1:
-            image = image[..., 0]
-    if image.ndim == 3:
-        image = image[..., ::-1]  # OpenCV's BGR -> RGB
+        image = image[..., 2::-1]  # BGR(A) -> RGB
         if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
             image = image[..., 0]
     return np.ascontiguousarray(image), max_value
+
+
+def read_luma_u8(path: str | os.PathLike) -> np.ndarray:
+    """Fast 8-bit luma for training data: OpenCV's BT.601 conversion (exact for gray stored
+    as RGB, within one level of ``luma_u8`` for colour); 16-bit is scaled to 8-bit."""
+    image, max_value = decode_image(path)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    if max_value != 255:
+        image = cv2.convertScaleAbs(image, alpha=255 / 65535)  # rounds, saturates to uint8
+    return image
 
 
 def to_gray_float(image: np.ndarray, max_value: int) -> np.ndarray:

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 from torch import nn
 
+from .constants import MS_SSIM_MIN_SIDE
 from .model import GeneratorOutput
-
-MS_SSIM_MIN_SIDE = 161  # pytorch-msssim, 5 scales, window 11: each side must exceed 160 px
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=DEFAULT_STRIDE, help=f"grid step (default {DEFAULT_STRIDE})")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of source images for validation")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
-    p.add_argument("--pairs-per-task", type=int, default=8, help="pairs per Ray task (and per shard)")
+    p.add_argument("--pairs-per-task", type=int, default=64, help="pairs per Ray task and per shard (default 64)")
     p.set_defaults(run=_prep)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from data_prep import PrepConfig, load_manifest, run_prep, shard_uris  # noqa: E402
+from data_prep import PrepConfig, load_manifest, patch_arrays, read_patches, run_prep, shard_uris  # noqa: E402
 from data_prep.extract import to_luma_u8  # noqa: E402
 from data_prep.patches import patch_count  # noqa: E402
 from dwsfusion.color import write_image  # noqa: E402
@@ -66,7 +66,14 @@ def prepared(msrs_source, tmp_path_factory):
 
 
 def _rows(out, split):
-    return [row for uri in shard_uris(out, split) for row in pq.read_table(uri).to_pylist()]
+    """Rows with their patches as (P, P) arrays (read with plain pyarrow, no Ray)."""
+    rows = []
+    for uri in shard_uris(out, split):
+        table = pq.read_table(uri)
+        arrays = patch_arrays(table, PATCH)
+        for i, row in enumerate(table.select(["stem", "y", "x"]).to_pylist()):
+            rows.append({**row, "ir": arrays["ir"][i], "vi": arrays["vi"][i]})
+    return rows
 
 
 def test_counts_coordinates_and_alignment(prepared, msrs_source):
@@ -142,7 +149,6 @@ def test_same_sources_give_the_same_shards_and_torch_batches(prepared, tmp_path)
         assert [os.path.basename(u) for u in a] == [os.path.basename(u) for u in b]
         for x, y in zip(a, b, strict=True):
             assert pq.read_table(x).equals(pq.read_table(y))
-    dataset = ray.data.read_parquet(shard_uris(config.out, "train")).select_columns(["ir", "vi"])
-    batch = next(iter(dataset.iter_torch_batches(batch_size=4)))
+    batch = next(iter(read_patches(config.out, "train").iter_torch_batches(batch_size=4)))
     assert batch["ir"].shape == (4, PATCH, PATCH) and str(batch["ir"].dtype) == "torch.uint8"
     shutil.rmtree(tmp_path / "again")

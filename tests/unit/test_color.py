@@ -49,3 +49,18 @@ def test_unreadable_and_missing_files_are_named(tmp_path):
         read_image(bad)
     with pytest.raises(ImageError, match="missing.png: file not found"):
         read_image(tmp_path / "missing.png")
+
+
+def test_fast_training_luma_is_within_one_level_and_scales_16_bit(tmp_path):
+    from dwsfusion.color import read_luma_u8
+
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    write_image(tmp_path / "c.png", rgb)
+    assert np.abs(read_luma_u8(tmp_path / "c.png").astype(int) - luma_u8(rgb)).max() <= 1
+    gray_as_rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+    write_image(tmp_path / "g.png", gray_as_rgb)
+    np.testing.assert_array_equal(read_luma_u8(tmp_path / "g.png"), gray_as_rgb[..., 0])
+    deep = rng.integers(0, 65536, (9, 11), dtype=np.uint16)
+    write_image(tmp_path / "d.png", deep)
+    np.testing.assert_array_equal(read_luma_u8(tmp_path / "d.png"), np.rint(deep / 257).astype(np.uint8))
