@@ -106,7 +106,7 @@ def build_parser(extra_verbs=None) -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (PairError, ImageError, CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (PairError, ImageError, CheckpointError, ValueError, FileNotFoundError)  # ConfigError is a ValueError
 
 
 def main(argv: list[str] | None = None, extra_verbs=None) -> int:

@@ -25,6 +25,20 @@ def _prep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, load_config
+    from .train import run_training
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    result = run_training(config, resume=args.resume)
+    metrics = result.metrics
+    print(f"finished at epoch {metrics.get('epoch')}: val_loss {metrics.get('val_loss', float('nan')):.4f}")
+    print(f"last checkpoint: {result.checkpoint}")
+    print(f"MLflow run:      {result.mlflow_run_id} ({config.tracking_uri()})")
+    print(f"MLflow UI:       mlflow ui --backend-store-uri {config.tracking_uri()}")
+    return 0
+
+
 def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
     from data_prep.config import DEFAULT_PATCH, DEFAULT_STRIDE
 
@@ -41,6 +55,12 @@ def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     p.add_argument("--pairs-per-task", type=int, default=64, help="pairs per Ray task and per shard (default 64)")
     p.set_defaults(run=_prep)
+
+    p = verbs.add_parser("train", help="Ray Train data-parallel training of G, D_ir, D_vi (MLflow tracked)")
+    p.add_argument("--config", help="YAML file (pipelines.config.TrainConfig); keys may also be given as overrides")
+    p.add_argument("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value (dotted for sections, e.g. loss.dual_ir=0.5)")
+    p.set_defaults(run=_train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,420 @@
+"""Ray Train: data-parallel adversarial training of G, D_ir and D_vi, tracked in MLflow.
+
+Data-parallel without DDP wrappers, on purpose: the critic step runs three forwards (real,
+fake, interpolates) and the WGAN-GP penalty differentiates through a gradient
+(``create_graph=True``); DDP's reducer expects one forward per backward and fires its hooks
+during the backward, which breaks or desynchronises under that pattern. Here every worker
+runs ``dwsfusion.step.train_step`` on its shard and, after each backward, one coalesced
+all-reduce averages that network's gradients: the same arithmetic as DDP, applied after the
+complete (double) backward. BatchNorm running statistics are averaged after each step
+(DDP would broadcast rank 0's). Parameters start equal (broadcast from rank 0), so they
+stay equal; ``ranks_identical`` in every epoch's metrics checks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dwsfusion.checkpoints import save_generator
+from dwsfusion.losses import LossWeights, content_losses, dual_weight_losses
+from dwsfusion.metrics import compute_metrics
+from dwsfusion.model import GeneratorConfig
+from dwsfusion.step import Networks, build_networks, build_optimizers, train_step
+
+from .config import TrainConfig
+
+VAL_METRICS = ("Qabf", "VIF", "SSIM", "MI")
+STATE_FILE = "state.pt"
+
+
+# ---------------------------------------------------------------- distributed helpers
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def average_gradients(module: nn.Module) -> None:
+    """All-reduce-average every gradient of ``module`` in one coalesced call."""
+    if _world() == 1:
+        return
+    params = list(module.parameters())
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= _world()
+    for p, synced in zip(params, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        p.grad = synced.view_as(p)
+
+
+def average_buffers(module: nn.Module) -> None:
+    """Average floating-point buffers (BN running statistics) across ranks."""
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if _world() == 1 or not buffers:
+        return
+    flat = torch._utils._flatten_dense_tensors(buffers)
+    dist.all_reduce(flat)
+    flat /= _world()
+    for b, synced in zip(buffers, torch._utils._unflatten_dense_tensors(flat, buffers), strict=True):
+        b.copy_(synced)
+
+
+def broadcast_state(module: nn.Module) -> None:
+    if _world() == 1:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def all_ranks(flag: bool) -> bool:
+    """True only if every rank says True (ranks stop an epoch together: no hung collective)."""
+    if _world() == 1:
+        return flag
+    value = torch.tensor([1 if flag else 0])
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def mean_across_ranks(values: dict[str, float], count: int) -> dict[str, float]:
+    """Sample-weighted mean of per-rank sums: ``values`` hold sums over ``count`` samples."""
+    keys = sorted(values)
+    vector = torch.tensor([values[k] for k in keys] + [float(count)], dtype=torch.float64)
+    if _world() > 1:
+        dist.all_reduce(vector)
+    total = max(vector[-1].item(), 1.0)
+    return {k: vector[i].item() / total for i, k in enumerate(keys)}
+
+
+def parameter_fingerprint(nets: Networks) -> torch.Tensor:
+    """Float64 sums of every parameter and buffer of the three networks (one per tensor)."""
+    tensors = [t for m in nets.modules().values() for t in list(m.parameters()) + list(m.buffers())]
+    return torch.stack([t.detach().double().sum() for t in tensors]).cpu()
+
+
+def ranks_identical(nets: Networks) -> tuple[bool, float]:
+    fingerprint = parameter_fingerprint(nets)
+    if _world() == 1:
+        return True, 0.0
+    gathered = [torch.zeros_like(fingerprint) for _ in range(_world())]
+    dist.all_gather(gathered, fingerprint)
+    spread = max((g - gathered[0]).abs().max().item() for g in gathered)
+    return spread == 0.0, spread
+
+
+# ---------------------------------------------------------------- the worker loop
+def _to_images(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, P, P) -> float (B, 1, P, P) in [0, 1]."""
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    ir = (batch["ir"].to(device).float() / 255).unsqueeze(1).contiguous(memory_format=memory)
+    vi = (batch["vi"].to(device).float() / 255).unsqueeze(1).contiguous(memory_format=memory)
+    return ir, vi
+
+
+def _batches(shard, batch_size: int, seed: int, shuffle_buffer: int, limit: int | None):
+    kwargs = {"batch_size": batch_size, "drop_last": True}
+    if shuffle_buffer:
+        kwargs.update(local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=seed)
+    iterator = iter(shard.iter_torch_batches(**kwargs))
+    step = 0
+    while limit is None or step < limit:
+        batch = next(iterator, None)
+        if not all_ranks(batch is not None):
+            return
+        yield batch
+        step += 1
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if config.amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def _validation_loss(nets: Networks, shard, config: TrainConfig, device: torch.device) -> float:
+    """Generator loss without the adversarial term (10*content + dual-weight), all ranks."""
+    weights = LossWeights(**config.loss.model_dump())
+    nets.generator.eval()
+    sums, count = {"val_loss": 0.0}, 0
+    for batch in _batches(shard, config.per_worker_batch(), 0, 0, None):
+        ir, vi = _to_images(batch, device, config.channels_last)
+        out = nets.generator(ir, vi)
+        content = sum(content_losses(out.fused.float(), ir, vi).values())
+        dual = dual_weight_losses(out)
+        loss = weights.content * content + weights.dual_ir * dual["dual_ir"] + weights.dual_vi * dual["dual_vi"]
+        loss = loss + weights.dual_cross * dual["dual_cross"]
+        sums["val_loss"] += loss.item() * ir.shape[0]
+        count += ir.shape[0]
+    nets.generator.train()
+    return mean_across_ranks(sums, count)["val_loss"]
+
+
+@torch.no_grad()
+def _validation_images(nets: Networks, val_ir: np.ndarray, val_vi: np.ndarray, device: torch.device):
+    """Metrics of the fixed validation patches and the rows of the fusion grid."""
+    nets.generator.eval()
+    ir = torch.from_numpy(val_ir).float().div(255).unsqueeze(1).to(device)
+    vi = torch.from_numpy(val_vi).float().div(255).unsqueeze(1).to(device)
+    fused, w_ir, w_vi, _, _ = nets.generator.fuse(ir, vi)
+    nets.generator.train()
+    fused_u8 = np.floor(fused[:, 0].float().cpu().numpy() * 255).astype(np.uint8)
+    per_image = [compute_metrics(a, b, f, VAL_METRICS) for a, b, f in zip(val_ir, val_vi, fused_u8, strict=True)]
+    metrics = {f"val_{k}": float(np.mean([m[k] for m in per_image])) for k in VAL_METRICS}
+    rows = [
+        (val_ir[i] / 255, val_vi[i] / 255, *(t[i, 0].float().cpu().numpy() for t in (fused, w_ir, w_vi)))
+        for i in range(len(val_ir))
+    ]
+    return metrics, rows
+
+
+def _state(nets, opts, scheds, epoch, best, history, run_id) -> dict:
+    return {
+        "format": "dwsfusion-train",
+        "epoch": epoch,
+        "generator_config": nets.generator.config.to_dict(),
+        "nets": {k: m.state_dict() for k, m in nets.modules().items()},
+        "optimizers": {k: o.state_dict() for k, o in opts.items()},
+        "schedulers": {k: s.state_dict() for k, s in scheds.items()},
+        "best": best,
+        "history": history,
+        "mlflow_run_id": run_id,
+    }
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import mlflow
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig.model_validate(loop_config["train"])
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed + rank)
+
+    nets = build_networks(GeneratorConfig(channel_min_hidden=config.channel_min_hidden))
+    for module in nets.modules().values():
+        module.to(device)
+        if config.channels_last:
+            module.to(memory_format=torch.channels_last)
+    optimizers = build_optimizers(nets, config.lr_g, config.lr_d)
+    opts = {"generator": optimizers.generator, "d_ir": optimizers.d_ir, "d_vi": optimizers.d_vi}
+    scheds = {
+        k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=config.plateau_factor, patience=config.plateau_patience)
+        for k, o in opts.items()
+    }
+    start_epoch, history = 0, []
+    best = {"val_loss": math.inf, "epoch": -1, "generator": None, "bad_epochs": 0}
+    run_id = loop_config["mlflow_run_id"]
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # resume: a restarted worker group or a resumed run
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+        for key, module in nets.modules().items():
+            module.load_state_dict(state["nets"][key])
+        for key in opts:
+            opts[key].load_state_dict(state["optimizers"][key])
+            scheds[key].load_state_dict(state["schedulers"][key])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+    for module in nets.modules().values():
+        broadcast_state(module)
+
+    weights = LossWeights(**config.loss.model_dump())
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    val_ir, val_vi = loop_config["val_ir"], loop_config["val_vi"]
+    if rank == 0:
+        mlflow.set_tracking_uri(config.tracking_uri())
+        mlflow.start_run(run_id=run_id)
+
+    for epoch in range(start_epoch, config.epochs):
+        if best["bad_epochs"] >= config.early_stop_patience:
+            break
+        started, sums, samples = time.perf_counter(), {}, 0
+        for batch in _batches(
+            train_shard,
+            config.per_worker_batch(),
+            config.seed + epoch,
+            config.shuffle_buffer,
+            config.max_steps_per_epoch,
+        ):
+            ir, vi = _to_images(batch, device, config.channels_last)
+            with _autocast(config, device):
+                logs = train_step(nets, optimizers, ir, vi, weights, average_gradients, config.grad_clip)
+            for module in nets.modules().values():
+                average_buffers(module)
+            for key, value in logs.items():
+                sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value * ir.shape[0]
+            samples += ir.shape[0]
+        if samples == 0:
+            raise RuntimeError(f"epoch {epoch}: no training batch of {config.per_worker_batch()} patches per worker")
+        metrics = mean_across_ranks(sums, samples)
+        metrics["samples_per_second_per_worker"] = samples / (time.perf_counter() - started)
+        metrics["val_loss"] = _validation_loss(nets, val_shard, config, device)
+        for sched in scheds.values():
+            sched.step(metrics["val_loss"])
+        metrics["lr_g"] = opts["generator"].param_groups[0]["lr"]
+        identical, spread = ranks_identical(nets)
+        metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread)
+        if metrics["val_loss"] < best["val_loss"]:
+            generator_state = {k: v.detach().cpu().clone() for k, v in nets.generator.state_dict().items()}
+            best = {"val_loss": metrics["val_loss"], "epoch": epoch, "generator": generator_state, "bad_epochs": 0}
+        else:
+            best["bad_epochs"] += 1
+
+        if rank == 0:
+            image_metrics, rows = _validation_images(nets, val_ir, val_vi, device)
+            metrics.update(image_metrics)
+            history.append(metrics)
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            from .plots import fusion_grid
+
+            mlflow.log_image(fusion_grid(rows), f"fusion_grid/epoch_{epoch:03d}.png")
+            print(
+                f"[epoch {epoch}] g {metrics['train_g_total']:.4f}  d_ir {metrics['train_d_ir_loss']:.4f}  "
+                f"d_vi {metrics['train_d_vi_loss']:.4f}  val {metrics['val_loss']:.4f}  "
+                f"Qabf {metrics['val_Qabf']:.3f}  VIF {metrics['val_VIF']:.3f}  "
+                f"{metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(_state(nets, opts, scheds, epoch, best, history, run_id), Path(folder) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics)
+
+    if rank == 0:
+        _finish(nets, best, history, config)
+        mlflow.end_run()
+
+
+def _finish(nets: Networks, best: dict, history: list[dict], config: TrainConfig) -> None:
+    """Rank 0: loss curves, and the best generator as an MLflow model (pyfunc, any size)."""
+    import mlflow
+
+    from .mlflow_model import log_generator
+    from .plots import loss_curves
+
+    if history:
+        mlflow.log_figure(loss_curves(history), "loss_curves.png")
+    if best["generator"] is not None:
+        nets.generator.load_state_dict(best["generator"])
+        with tempfile.TemporaryDirectory() as folder:
+            path = save_generator(
+                nets.generator.cpu(),
+                Path(folder) / "generator.pt",
+                meta={"epoch": best["epoch"], "val_loss": best["val_loss"]},
+            )
+            mlflow.log_metric("best_val_loss", best["val_loss"])
+            mlflow.log_metric("best_epoch", best["epoch"])
+            log_generator(str(path))
+
+
+# ---------------------------------------------------------------- the driver
+@dataclass
+class TrainResult:
+    checkpoint: str | None  # the last reported checkpoint folder (state.pt inside)
+    metrics: dict
+    mlflow_run_id: str
+    storage: str
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _mlflow_run(config: TrainConfig, resume: bool) -> str:
+    """The run's MLflow id: the existing one for a resumed name, else a new run."""
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri())
+    mlflow.set_experiment(config.mlflow_experiment)
+    if resume:
+        found = mlflow.search_runs(
+            filter_string=f"tags.dwsfusion_train_name = '{config.name}'",
+            order_by=["start_time DESC"],
+            max_results=1,
+            output_format="list",
+        )
+        if found:
+            return found[0].info.run_id
+    with mlflow.start_run(run_name=config.name, tags={"dwsfusion_train_name": config.name}) as run:
+        mlflow.log_params(_flatten(config.model_dump()))
+        return run.info.run_id
+
+
+def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train with Ray Train on the prepared shards of ``config.data``. ``resume`` continues
+    the run called ``config.name`` under ``config.storage_path`` from its last checkpoint."""
+    import logging
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from data_prep import load_manifest, read_patches
+
+    config.per_worker_batch()  # fail early on an uneven batch
+    manifest = load_manifest(config.data)
+    for split in ("train", "val"):
+        if manifest["counts"].get(split, {}).get("patches", 0) == 0:
+            raise ValueError(f"{config.data}: the '{split}' split has no patches (see its manifest)")
+    storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
+    run_dir = Path(storage) / config.name if "://" not in storage else None
+    if not resume and run_dir is not None and run_dir.exists():
+        raise ValueError(f"{run_dir}: a run with this name exists; pass --resume to continue it or choose another name")
+    if not ray.is_initialized():
+        kwargs = {}
+        if not os.environ.get("RAY_ADDRESS"):  # a local Ray: leave logical CPUs for Ray Data's reads
+            needed = math.ceil(config.num_workers * config.cpus_per_worker) + 2
+            kwargs["num_cpus"] = max(os.cpu_count() or 1, needed)
+        ray.init(logging_level=logging.WARNING, **kwargs)
+
+    train_data = read_patches(config.data, "train")
+    if config.materialize:  # read once, then every epoch iterates the object store
+        train_data = train_data.materialize()
+    val_data = read_patches(config.data, "val").materialize()  # small by design: read once
+    val = val_data.take_batch(config.val_images, batch_format="numpy")
+    run_id = _mlflow_run(config, resume)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": config.model_dump(),
+            "mlflow_run_id": run_id,
+            "val_ir": np.ascontiguousarray(val["ir"]),
+            "val_vi": np.ascontiguousarray(val["vi"]),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": config.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": train_data, "val": val_data},
+    )
+    result = trainer.fit()
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    return TrainResult(checkpoint, dict(result.metrics or {}), run_id, storage)
+
+
+def load_train_state(checkpoint_dir: str | os.PathLike) -> dict:
+    """A training checkpoint (weights_only): nets, optimisers, schedulers, epoch, best, history."""
+    return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
