@@ -75,20 +75,26 @@ def critic_losses(
     return {"loss": wasserstein + gp_weight * penalty, "wasserstein": wasserstein, "gp": penalty}
 
 
-def generator_losses(
-    out: GeneratorOutput, ir: torch.Tensor, vi: torch.Tensor, d_ir: nn.Module, d_vi: nn.Module, weights: LossWeights
-) -> dict[str, torch.Tensor]:
-    """Every generator term and the total: content*10 + dual-weight + adversarial*0.1."""
+def supervised_losses(out: GeneratorOutput, ir: torch.Tensor, vi: torch.Tensor, weights: LossWeights) -> dict:
+    """Every non-adversarial generator term, plus ``content``, ``dual_weight`` and their
+    weighted sum ``supervised`` (the validation loss: no discriminator involved)."""
     terms = content_losses(out.fused, ir, vi)
     terms.update(dual_weight_losses(out))
-    terms["adversarial"] = -d_ir(out.fused).mean() - d_vi(out.fused).mean()
     terms["content"] = terms["intensity"] + terms["gradient"] + terms["ms_ssim"]
     terms["dual_weight"] = (
         weights.dual_ir * terms["dual_ir"]
         + weights.dual_vi * terms["dual_vi"]
         + weights.dual_cross * terms["dual_cross"]
     )
-    terms["total"] = (
-        weights.content * terms["content"] + terms["dual_weight"] + weights.adversarial * terms["adversarial"]
-    )
+    terms["supervised"] = weights.content * terms["content"] + terms["dual_weight"]
+    return terms
+
+
+def generator_losses(
+    out: GeneratorOutput, ir: torch.Tensor, vi: torch.Tensor, d_ir: nn.Module, d_vi: nn.Module, weights: LossWeights
+) -> dict[str, torch.Tensor]:
+    """Every generator term and the total: content*10 + dual-weight + adversarial*0.1."""
+    terms = supervised_losses(out, ir, vi, weights)
+    terms["adversarial"] = -d_ir(out.fused).mean() - d_vi(out.fused).mean()
+    terms["total"] = terms.pop("supervised") + weights.adversarial * terms["adversarial"]
     return terms

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dwsfusion.checkpoints import save_generator
-from dwsfusion.losses import LossWeights, content_losses, dual_weight_losses
+from dwsfusion.losses import LossWeights, supervised_losses
 from dwsfusion.metrics import compute_metrics
 from dwsfusion.model import GeneratorConfig
 from dwsfusion.step import Networks, build_networks, build_optimizers, train_step
@@ -147,11 +147,7 @@ def _validation_loss(nets: Networks, shard, config: TrainConfig, device: torch.d
     sums, count = {"val_loss": 0.0}, 0
     for batch in _batches(shard, config.per_worker_batch(), 0, 0, None):
         ir, vi = _to_images(batch, device, config.channels_last)
-        out = nets.generator(ir, vi)
-        content = sum(content_losses(out.fused.float(), ir, vi).values())
-        dual = dual_weight_losses(out)
-        loss = weights.content * content + weights.dual_ir * dual["dual_ir"] + weights.dual_vi * dual["dual_vi"]
-        loss = loss + weights.dual_cross * dual["dual_cross"]
+        loss = supervised_losses(nets.generator(ir, vi), ir, vi, weights)["supervised"]
         sums["val_loss"] += loss.item() * ir.shape[0]
         count += ir.shape[0]
     nets.generator.train()

@@ -20,26 +20,19 @@ def _copy_pairs(src, dst, stems=None):
     return dst
 
 
+def _fuse(checkpoint, ir_dir, vi_dir, out) -> int:
+    """``dwsfusion fuse`` as a user types it."""
+    args = ["--checkpoint", str(checkpoint), "--ir", str(ir_dir), "--vi", str(vi_dir), "--out", str(out)]
+    return main(["fuse", *args, "--quiet"])
+
+
 def _stray_files(folder):
     return [p.name for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
 def test_fuse_then_evaluate(samples_dir, random_checkpoint, tmp_path, capsys):
     out = tmp_path / "fused"
-    rc = main(
-        [
-            "fuse",
-            "--checkpoint",
-            str(random_checkpoint),
-            "--ir",
-            str(samples_dir / "ir"),
-            "--vi",
-            str(samples_dir / "vi"),
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    rc = _fuse(random_checkpoint, samples_dir / "ir", samples_dir / "vi", out)
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(p.stem + ".png" for p in (samples_dir / "ir").iterdir())
@@ -75,23 +68,7 @@ def test_gray_and_16_bit_inputs_keep_their_form(random_checkpoint, tmp_path):
     src = tmp_path / "src"
     write_image(src / "ir" / "a.png", rng.integers(0, 65536, (41, 57), dtype=np.uint16))
     write_image(src / "vi" / "a.png", rng.integers(0, 65536, (41, 57), dtype=np.uint16))
-    assert (
-        main(
-            [
-                "fuse",
-                "--checkpoint",
-                str(random_checkpoint),
-                "--ir",
-                str(src / "ir"),
-                "--vi",
-                str(src / "vi"),
-                "--out",
-                str(tmp_path / "out"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _fuse(random_checkpoint, src / "ir", src / "vi", tmp_path / "out") == 0
     fused, max_value = read_image(tmp_path / "out" / "a.png")
     assert fused.shape == (41, 57) and max_value == 65535
 
@@ -100,20 +77,7 @@ def test_missing_partner_is_named_and_nothing_is_written(samples_dir, random_che
     src = _copy_pairs(samples_dir, tmp_path / "src")
     lonely = sorted((src / "vi").iterdir())[0]
     lonely.unlink()
-    rc = main(
-        [
-            "fuse",
-            "--checkpoint",
-            str(random_checkpoint),
-            "--ir",
-            str(src / "ir"),
-            "--vi",
-            str(src / "vi"),
-            "--out",
-            str(tmp_path / "out"),
-            "--quiet",
-        ]
-    )
+    rc = _fuse(random_checkpoint, src / "ir", src / "vi", tmp_path / "out")
     assert rc == 2
     assert f"{lonely.stem}.png: no visible partner" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -125,20 +89,7 @@ def test_size_mismatch_and_unreadable_files_are_named_and_skipped(samples_dir, r
     write_image(src / "vi" / f"{stems[0]}.png", np.zeros((50, 60), np.uint8))  # wrong size
     (src / "ir" / f"{stems[1]}.png").write_bytes(b"\x89PNG broken")  # unreadable
     out = tmp_path / "out"
-    rc = main(
-        [
-            "fuse",
-            "--checkpoint",
-            str(random_checkpoint),
-            "--ir",
-            str(src / "ir"),
-            "--vi",
-            str(src / "vi"),
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    rc = _fuse(random_checkpoint, src / "ir", src / "vi", out)
     err = capsys.readouterr().err
     assert rc == 1
     assert "not registered" in err and f"{stems[0]}.png" in err
