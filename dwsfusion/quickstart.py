@@ -26,7 +26,9 @@ def write_baselines(pairs, out_root: Path) -> dict[str, Path]:
         folders[name] = out_root / name
         for pair in pairs:
             source = load_pair(pair)
-            write_image(folders[name] / f"{pair.stem}.png", compose_output(source, rule(source.ir, source.vis_y)))
+            # round, not truncate: k/255 * 255 may land just below k in float32
+            image = compose_output(source, rule(source.ir, source.vis_y), rounding="round")
+            write_image(folders[name] / f"{pair.stem}.png", image)
     return folders
 
 

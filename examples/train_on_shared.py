@@ -45,10 +45,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--evaluate-only", metavar="CHECKPOINT_DIR", help="skip prep and training: evaluate a finished run's checkpoint"
+    )
     args = parser.parse_args()
     if not (SHARED / "data" / "TNO").is_dir():
         raise SystemExit(f"{SHARED}/data not found")
     work = Path(tempfile.mkdtemp(prefix="train-shared-"))
+    if args.evaluate_only:
+        evaluate(load_train_state(args.evaluate_only), work, {"checkpoint": args.evaluate_only})
+        return
     started = time.perf_counter()
     prep = run_prep(
         PrepConfig(
@@ -76,9 +82,17 @@ def main() -> None:
         mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
     )
     result = run_training(config)
-    train_seconds = time.perf_counter() - started
+    about = {
+        "data": f"TNO + RoadScene patches 176/88: {prep.counts}",
+        "training": f"2 workers, {args.epochs} epochs x {args.steps} steps, global batch 8, lr {args.lr}, from scratch",
+        "wall_seconds_prep_and_train": time.perf_counter() - started,
+        "checkpoint": result.checkpoint,
+    }
+    evaluate(load_train_state(result.checkpoint), work, about)
 
-    state = load_train_state(result.checkpoint)
+
+def evaluate(state: dict, work: Path, about: dict) -> None:
+    """Fuse TNO with the run's best generator; table beside mean/max fusion and the release."""
     generator = Generator()
     generator.load_state_dict(state["best"]["generator"])
     generator.eval()
@@ -86,6 +100,9 @@ def main() -> None:
     pairs, _ = find_pairs(tno / "ir", tno / "vi")
     fuse_pairs(generator, pairs, work / "fused", progress=False)
     folders = {"trained": work / "fused", **write_baselines(pairs, work / "baselines")}
+    release = SHARED / "official" / "tno_fused"
+    if release.is_dir():  # the authors' own fused images, for scale
+        folders["release"] = release
     results = {
         name: evaluate_folders(tno / "ir", tno / "vi", folder, progress=False) for name, folder in folders.items()
     }
@@ -95,10 +112,7 @@ def main() -> None:
     write_result(
         "train_on_shared",
         {
-            "data": f"TNO + RoadScene patches 176/88: {prep.counts}",
-            "training": f"2 workers, {args.epochs} epochs x {args.steps} steps, global batch 8, "
-            f"lr {args.lr}, from scratch",
-            "wall_seconds_prep_and_train": train_seconds,
+            **about,
             "best_epoch": state["best"]["epoch"],
             "tno_means": summary,
             "beats_mean_and_max_on_Qabf": summary["trained"]["Qabf"]

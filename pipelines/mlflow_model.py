@@ -9,6 +9,8 @@ output: the fused luma, same shape.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 from mlflow.models import ModelSignature
@@ -45,7 +47,7 @@ def log_generator(checkpoint_path: str, name: str = "generator") -> str:
     Returns the model URI."""
     info = mlflow.pyfunc.log_model(
         name=name,
-        python_model=GeneratorModel(),
+        python_model=str(Path(__file__).with_name("mlflow_model_code.py")),  # from code: no pickle
         artifacts={"checkpoint": str(checkpoint_path)},
         signature=SIGNATURE,
     )
