@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from dwsfusion.constants import MS_SSIM_MIN_SIDE
 
-DEFAULT_PATCH = 192  # > 160 for 5-scale MS-SSIM; MSRS 640x480 gives 3 x 4 patches at stride 160
+DEFAULT_PATCH = 192  # > 160 for 5-scale MS-SSIM; MSRS 640x480 gives 2 x 3 patches at stride 160
 DEFAULT_STRIDE = 160
 
 
@@ -18,7 +18,7 @@ class PrepConfig:
     stride: int = DEFAULT_STRIDE
     val_fraction: float = 0.1
     seed: int = 0
-    pairs_per_task: int = 64  # one Ray task and one shard per this many pairs (MSRS: ~57 MB shards)
+    pairs_per_task: int = 64  # one Ray task and one shard per this many pairs (MSRS: ~28 MB of patches)
 
     def __post_init__(self) -> None:
         if self.patch_size < MS_SSIM_MIN_SIDE:
