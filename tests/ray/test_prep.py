@@ -19,13 +19,6 @@ from dwsfusion.samples import write_samples  # noqa: E402
 PATCH, STRIDE = 161, 40
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def msrs_source(tmp_path_factory):
     """MSRS layout: train/ with 6 good pairs and 5 bad ones, test/ with 2 good pairs."""

@@ -16,12 +16,7 @@ from dwsfusion.samples import write_samples  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_train_state, run_training  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")  # 2 workers + Ray Data reads
-    yield
-    ray.shutdown()
+RAY_CPUS = 4  # two training workers + Ray Data reads
 
 
 @pytest.fixture(scope="module")
