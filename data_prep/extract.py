@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import re
-import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,11 +48,6 @@ class PrepResult:
     rejected: list[dict]
 
 
-def to_luma_u8(path: str) -> np.ndarray:
-    """Decode -> 8-bit luma (colour -> Y, 16-bit scaled to 8 bit)."""
-    return read_luma_u8(path)
-
-
 def extract_batch(batch: dict, patch: int, stride: int, report_dir: str, out_uri: str) -> pa.Table:
     """Ray Data UDF: a batch of pairs -> patch rows; writes the batch's per-pair report.
     A bad pair becomes a report entry with its reason, never an exception."""
@@ -61,7 +55,7 @@ def extract_batch(batch: dict, patch: int, stride: int, report_dir: str, out_uri
     for stem, ir_path, vi_path in zip(batch["stem"], batch["ir"], batch["vi"], strict=True):
         entry = {"stem": str(stem), "files": [str(ir_path), str(vi_path)]}
         try:
-            ir, vi = to_luma_u8(str(ir_path)), to_luma_u8(str(vi_path))
+            ir, vi = read_luma_u8(str(ir_path)), read_luma_u8(str(vi_path))
             problem = pair_problem(ir, vi, patch)
         except ImageError as exc:
             problem = str(exc)
@@ -245,7 +239,3 @@ def _collect_garbage(fs: pafs.FileSystem, root: str, keep: str) -> None:
     for info in fs.get_file_info(pafs.FileSelector(root)):
         if info.type == pafs.FileType.Directory and RUN_KEY.match(info.base_name) and info.base_name != keep:
             fs.delete_dir(info.path)
-
-
-if __name__ == "__main__":  # pragma: no cover - use `dwsfusion prep`
-    sys.exit("use: dwsfusion prep --source DIR --out DIR")

@@ -11,9 +11,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from data_prep import PrepConfig, load_manifest, patch_arrays, read_patches, run_prep, shard_uris  # noqa: E402
-from data_prep.extract import to_luma_u8  # noqa: E402
 from data_prep.patches import patch_count  # noqa: E402
-from dwsfusion.color import write_image  # noqa: E402
+from dwsfusion.color import read_luma_u8, write_image  # noqa: E402
 from dwsfusion.samples import write_samples  # noqa: E402
 
 PATCH, STRIDE = 161, 40
@@ -83,7 +82,7 @@ def test_counts_coordinates_and_alignment(prepared, msrs_source):
     sources = {s["stem"]: s for s in manifest["sources"]}
     for row in _rows(config.out, "train")[::3]:
         src = sources[row["stem"]]
-        ir, vi = to_luma_u8(src["ir"]), to_luma_u8(src["vi"])
+        ir, vi = read_luma_u8(src["ir"]), read_luma_u8(src["vi"])
         y, x = row["y"], row["x"]
         np.testing.assert_array_equal(np.asarray(row["ir"]), ir[y : y + PATCH, x : x + PATCH])
         np.testing.assert_array_equal(np.asarray(row["vi"]), vi[y : y + PATCH, x : x + PATCH])
