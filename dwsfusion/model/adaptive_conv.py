@@ -193,34 +193,26 @@ def adaptive_dilated_conv2d(
         near, far = (1 - frac) * here, frac * here  # weights of the nearer and farther row
         # Diagonal taps read with products of two one-axis weights (here * here == here).
         products = {(0, 0): near * near, (0, 1): near * far, (1, 1): far * far}
-        # Per direction: (integer offset, which weight) of the two rows/columns it reads.
-        reads = {1: ((n, 0), (n + 1, 1)), -1: ((-n - 1, 1), (-n, 0))}
         axis_weight = (near, far)
+        # Per direction: (integer offset, which weight) of the two rows/columns it reads.
+        reads = {1: ((n, 0), (n + 1, 1)), -1: ((-n - 1, 1), (-n, 0)), 0: ((0, None),)}
         for k in OFF_CENTRE_TAPS:
             dy, dx = TAP_DIRECTIONS[k]
-            value = None
-            if dy == 0 or dx == 0:  # along an axis: two reads
-                for offset, which in reads[dy or dx]:
-                    oy, ox = (offset, 0) if dy else (0, offset)
-                    term = window(k, oy, ox)
-                    if value is None:
-                        value = term * axis_weight[which]
+            value = None  # the tap's bilinear sample: two reads on an axis, four on a diagonal
+            for oy, wy in reads[dy]:
+                for ox, wx in reads[dx]:
+                    if wy is None or wx is None:
+                        weight = axis_weight[wx if wy is None else wy]
                     else:
-                        value.addcmul_(term, axis_weight[which])
-            else:  # diagonal: four reads
-                for oy, wy in reads[dy]:
-                    for ox, wx in reads[dx]:
                         weight = products[(min(wy, wx), max(wy, wx))]
-                        term = window(k, oy, ox)
-                        if value is None:
-                            value = term * weight
-                        else:
-                            value.addcmul_(term, weight)
+                    if value is None:
+                        value = window(k, oy, ox) * weight
+                    else:
+                        value.addcmul_(window(k, oy, ox), weight)
             add_tap(k, value)
-    if not mix_first:
-        columns.mul_(mask.unsqueeze(1))  # (B, Cin, 9, H, W) * (B, 1, 9, H, W)
     if mix_first:
         return out
+    columns.mul_(mask.unsqueeze(1))  # (B, Cin, 9, H, W) * (B, 1, 9, H, W)
     return torch.bmm(kernel.reshape(b, c_out, c_in * 9), columns.reshape(b, c_in * 9, h * w)).view(b, c_out, h, w)
 
 
