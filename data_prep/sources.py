@@ -47,8 +47,9 @@ def discover(source: str | Path) -> tuple[list[SourcePair], list[dict]]:
         found, problems = find_pairs(ir_dir, vi_dir, strict=False)
         pairs += [SourcePair(group, p.stem, str(p.ir), str(p.vi)) for p in found]
         for problem in problems:
-            path, _, reason = problem.partition(": ")
-            rejected.append({"split": group, "stem": Path(path).stem, "files": [path], "reason": reason})
+            rejected.append(
+                {"split": group, "stem": problem.path.stem, "files": [str(problem.path)], "reason": problem.reason}
+            )
     if not pairs:
         raise PairError(f"{root}: no image pairs found")
     return pairs, rejected

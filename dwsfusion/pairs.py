@@ -53,16 +53,27 @@ def resolve_source(root: str | Path, split: str = "test") -> tuple[Path, Path]:
     raise PairError(f"{root}: expected 'ir/' and 'vi/' subfolders (or MSRS '{split}/ir', '{split}/vi')")
 
 
-def find_pairs(ir_dir: str | Path, vi_dir: str | Path, strict: bool = True) -> tuple[list[ImagePair], list[str]]:
-    """Pair images by stem. Returns (pairs, problems). With ``strict``, any unpaired file or an
-    empty folder raises ``PairError``; otherwise problems are returned for the caller to report."""
+@dataclass(frozen=True)
+class Unpaired:
+    """A file without a partner: the file and why (kept structured, never re-parsed)."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def find_pairs(ir_dir: str | Path, vi_dir: str | Path, strict: bool = True) -> tuple[list[ImagePair], list[Unpaired]]:
+    """Pair images by stem. Returns (pairs, unpaired files). With ``strict``, any unpaired file
+    or an empty folder raises ``PairError``; otherwise the caller reports the unpaired files."""
     ir_dir, vi_dir = Path(ir_dir), Path(vi_dir)
     irs, vis = images_by_stem(ir_dir), images_by_stem(vi_dir)
-    problems = [f"{irs[s]}: no visible partner in {vi_dir}" for s in sorted(irs.keys() - vis.keys())]
-    problems += [f"{vis[s]}: no infrared partner in {ir_dir}" for s in sorted(vis.keys() - irs.keys())]
+    problems = [Unpaired(irs[s], f"no visible partner in {vi_dir}") for s in sorted(irs.keys() - vis.keys())]
+    problems += [Unpaired(vis[s], f"no infrared partner in {ir_dir}") for s in sorted(vis.keys() - irs.keys())]
     pairs = [ImagePair(s, irs[s], vis[s]) for s in sorted(irs.keys() & vis.keys())]
     if strict and problems:
-        raise PairError("; ".join(problems))
+        raise PairError("; ".join(map(str, problems)))
     if strict and not pairs:
         raise PairError(f"{ir_dir} and {vi_dir}: no image pairs found")
     return pairs, problems

@@ -21,11 +21,10 @@ BASELINES = {"mean": lambda ir, vi: (ir + vi) / 2, "max": np.maximum}
 
 def write_baselines(pairs, out_root: Path) -> dict[str, Path]:
     """Pixel-wise mean and max fusion of the same pairs: the floor a trained fuser must beat."""
-    folders = {}
-    for name, rule in BASELINES.items():
-        folders[name] = out_root / name
-        for pair in pairs:
-            source = load_pair(pair)
+    folders = {name: out_root / name for name in BASELINES}
+    for pair in pairs:
+        source = load_pair(pair)  # decoded once for every baseline
+        for name, rule in BASELINES.items():
             # round, not truncate: k/255 * 255 may land just below k in float32
             image = compose_output(source, rule(source.ir, source.vis_y), rounding="round")
             write_image(folders[name] / f"{pair.stem}.png", image)
