@@ -37,6 +37,25 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
+def link_shared_pairs(root: Path, repeat: int = 1) -> list[Path]:
+    """Symlink TNO + RoadScene from ../shared into ``root/ir`` and ``root/vi`` as one source,
+    named ``<dataset>_<stem>`` (plus ``_<k>`` when each pair is linked ``repeat`` times, so
+    throughput runs see many distinct pairs). Returns every link."""
+    links = []
+    for sub in ("ir", "vi"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for dataset in ("TNO", "RoadScene"):
+        src = SHARED / "data" / dataset
+        for ir in sorted((src / "ir").iterdir()):
+            for k in range(repeat):
+                copy = f"_{k:03d}" if repeat > 1 else ""
+                for path, sub in ((ir, "ir"), (src / "vi" / ir.name, "vi")):
+                    link = root / sub / f"{dataset}_{ir.stem}{copy}{ir.suffix}"
+                    os.symlink(path, link)
+                    links.append(link)
+    return links
+
+
 def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()

@@ -20,25 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import ray
-from common import SHARED, write_result
+from common import SHARED, link_shared_pairs, write_result
 
 from data_prep import PrepConfig, run_prep
-
-
-def build_source(root: Path, repeat: int) -> list[Path]:
-    files = []
-    for sub in ("ir", "vi"):
-        (root / sub).mkdir(parents=True)
-    for dataset in ("TNO", "RoadScene"):
-        src = SHARED / "data" / dataset
-        for ir in sorted((src / "ir").iterdir()):
-            vi = src / "vi" / ir.name
-            for k in range(repeat):
-                for path, sub in ((ir, "ir"), (vi, "vi")):
-                    link = root / sub / f"{dataset}_{ir.stem}_{k:03d}{ir.suffix}"
-                    os.symlink(path, link)
-                    files.append(link)
-    return files
 
 
 def main() -> None:
@@ -52,7 +36,7 @@ def main() -> None:
         raise SystemExit(f"{SHARED}/data not found: this benchmark needs the shared TNO and RoadScene pairs")
     work = Path(tempfile.mkdtemp(prefix="prep-bench-"))
     try:
-        files = build_source(work / "src", args.repeat)
+        files = link_shared_pairs(work / "src", args.repeat)
         source_bytes = sum(os.path.getsize(f) for f in files)
 
         start = time.perf_counter()

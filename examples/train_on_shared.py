@@ -9,7 +9,6 @@ Run: python examples/train_on_shared.py [--epochs 10 --steps 20]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import SHARED, write_result  # noqa: E402
+from common import SHARED, link_shared_pairs, write_result  # noqa: E402
 
 from data_prep import PrepConfig, run_prep  # noqa: E402
 from dwsfusion.evaluate import evaluate_folders  # noqa: E402
@@ -28,16 +27,6 @@ from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.quickstart import comparison_table, write_baselines  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_train_state, run_training  # noqa: E402
-
-
-def combined_source(root: Path) -> Path:
-    for sub in ("ir", "vi"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for dataset in ("TNO", "RoadScene"):
-        for sub in ("ir", "vi"):
-            for f in (SHARED / "data" / dataset / sub).iterdir():
-                os.symlink(f, root / sub / f"{dataset}_{f.name}")
-    return root
 
 
 def main() -> None:
@@ -56,9 +45,10 @@ def main() -> None:
         evaluate(load_train_state(args.evaluate_only), work, {"checkpoint": args.evaluate_only})
         return
     started = time.perf_counter()
+    link_shared_pairs(work / "src")
     prep = run_prep(
         PrepConfig(
-            source=str(combined_source(work / "src")),
+            source=str(work / "src"),
             out=str(work / "patches"),
             patch_size=176,
             stride=88,
