@@ -15,6 +15,7 @@ from .checkpoints import load_generator
 from .color import ImageError, quantize, read_image, rgb_to_ycrcb, to_gray_float, write_image, ycrcb_to_rgb
 from .model import Generator
 from .pairs import ImagePair, find_pairs
+from .tiling import TileConfig, fuse_luma_tiled
 
 
 @dataclass
@@ -46,8 +47,11 @@ def load_pair(pair: ImagePair) -> SourcePair:
 
 
 @torch.inference_mode()
-def fuse_luma(generator: Generator, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
-    """(H, W) luma planes in [0, 1] -> fused (H, W) float32 in [0, 1]."""
+def fuse_luma(generator: Generator, ir: np.ndarray, vis_y: np.ndarray, tiles: TileConfig | None = None) -> np.ndarray:
+    """(H, W) luma planes in [0, 1] -> fused (H, W) float32 in [0, 1]; in overlapping tiles
+    when ``tiles`` says the image is too large for one pass."""
+    if tiles is not None and tiles.wants_tiles(*ir.shape):
+        return fuse_luma_tiled(generator, ir, vis_y, tiles)
     device = next(generator.parameters()).device
     ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(device)
     vi_t = torch.from_numpy(np.ascontiguousarray(vis_y, dtype=np.float32))[None, None].to(device)
@@ -61,9 +65,11 @@ def compose_output(source: SourcePair, fused_y: np.ndarray, rounding: str = "tru
     return quantize(ycrcb_to_rgb(fused_y, *source.chroma), source.max_value, rounding)
 
 
-def fuse_pair(generator: Generator, pair: ImagePair, rounding: str = "truncate") -> np.ndarray:
+def fuse_pair(
+    generator: Generator, pair: ImagePair, rounding: str = "truncate", tiles: TileConfig | None = TileConfig()
+) -> np.ndarray:
     source = load_pair(pair)
-    return compose_output(source, fuse_luma(generator, source.ir, source.vis_y), rounding)
+    return compose_output(source, fuse_luma(generator, source.ir, source.vis_y, tiles), rounding)
 
 
 @dataclass

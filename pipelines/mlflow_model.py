@@ -33,13 +33,14 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
         from dwsfusion.fuse import fuse_luma
+        from dwsfusion.tiling import TileConfig
 
         ir, vi = np.asarray(model_input["ir"], np.float32), np.asarray(model_input["vi"], np.float32)
         if ir.shape != vi.shape:
             raise ValueError(f"ir {ir.shape} and vi {vi.shape} differ in shape")
         if ir.ndim == 2:
-            return fuse_luma(self.generator, ir, vi)
-        return np.stack([fuse_luma(self.generator, a, b) for a, b in zip(ir, vi, strict=True)])
+            return fuse_luma(self.generator, ir, vi, TileConfig())
+        return np.stack([fuse_luma(self.generator, a, b, TileConfig()) for a, b in zip(ir, vi, strict=True)])
 
 
 def log_generator(checkpoint_path: str, name: str = "generator") -> str:

@@ -93,9 +93,14 @@ class AlphaNet(nn.Module):
         self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
         self.fc = nn.Linear(8, 1)
 
+    def features(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:  # -> (B, 8, H, W)
+        return F.relu(self.conv2(F.relu(self.conv1(torch.cat((ir, vis), dim=1)))))
+
+    def head(self, mean_features: torch.Tensor) -> torch.Tensor:  # (B, 8) -> (B, 1, 1, 1)
+        return F.relu(self.fc(mean_features)).view(-1, 1, 1, 1)
+
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(torch.cat((ir, vis), dim=1)))))
-        return F.relu(self.fc(x.mean(dim=(-2, -1)))).view(-1, 1, 1, 1)
+        return self.head(self.features(ir, vis).mean(dim=(-2, -1)))
 
 
 class FusionHead(nn.Module):
@@ -133,9 +138,10 @@ class Generator(nn.Module):
         self.weight_vi = WeightNet(hidden)
         self.fusion = FusionHead(hidden)
 
-    def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The inference path: (fused, w_ir, w_vi, ir_weighted, vi_weighted)."""
-        alpha = self.alpha(ir, vis)  # (B, 1, 1, 1)
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The inference path: (fused, w_ir, w_vi, ir_weighted, vi_weighted). ``alpha``
+        (B, 1, 1, 1) overrides the AlphaNet's: a tile uses its whole image's (dwsfusion.tiling)."""
+        alpha = self.alpha(ir, vis) if alpha is None else alpha  # (B, 1, 1, 1)
         w_ir, w_vi = self.weight_ir(ir), self.weight_vi(vis)
         # Cross-perception: each source is weighted by its own map and the other's complement.
         ir_weighted = ir * (alpha * w_ir + (1 - alpha) * (1 - w_vi))
