@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .files import atomic_path
 from .model import Generator, GeneratorConfig
 
 FORMAT = "dwsfusion-generator"
@@ -129,12 +129,6 @@ def save_generator(generator: Generator, path: str | os.PathLike, meta: dict | N
         "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
         "meta": meta or {},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -58,21 +58,11 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def add_core_verbs(verbs: argparse._SubParsersAction) -> None:
-    """The verbs of the pure library (no Ray); ``pipelines.cli`` adds the cluster ones."""
-
-    p = verbs.add_parser("fuse", help="fuse IR/VIS pairs (paired by file stem) with a checkpoint")
-    p.add_argument("--checkpoint", required=True, type=Path, help="our checkpoint or the authors' .pth")
-    p.add_argument("--ir", required=True, type=Path)
-    p.add_argument("--vi", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--rounding",
-        choices=("truncate", "round"),
-        default="truncate",
-        help="float -> integer pixels: the release truncates (default), or round to nearest",
-    )
-    p.set_defaults(run=_fuse)
+    """The verbs of the pure library (no Ray); ``pipelines.cli`` adds the cluster ones and
+    may replace a verb (its ``fuse`` also takes registered models and archives)."""
+    if "fuse" not in verbs.choices:
+        add_fuse_arguments(verbs.add_parser("fuse", help="fuse IR/VIS pairs (paired by file stem) with a checkpoint"))
+        verbs.choices["fuse"].set_defaults(run=_fuse)
 
     p = verbs.add_parser("evaluate", help="metric suite of fused images against their sources")
     p.add_argument("--ir", required=True, type=Path)
@@ -95,12 +85,27 @@ def add_core_verbs(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_quickstart)
 
 
+def add_fuse_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """The folder form of ``fuse``: --checkpoint, --ir, --vi, --out (no Ray)."""
+    p.add_argument("--checkpoint", required=required, type=Path, help="our checkpoint or the authors' .pth")
+    p.add_argument("--ir", required=required, type=Path, help="folder of infrared images")
+    p.add_argument("--vi", required=required, type=Path, help="folder of visible images (same stems)")
+    p.add_argument("--out", required=required, type=Path, help="folder for <stem>.png")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--rounding",
+        choices=("truncate", "round"),
+        default="truncate",
+        help="float -> integer pixels: the release truncates (default), or round to nearest",
+    )
+
+
 def build_parser(extra_verbs=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dwsfusion", description="DWSFusion infrared-visible image fusion")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    add_core_verbs(verbs)
     if extra_verbs is not None:
         extra_verbs(verbs)
+    add_core_verbs(verbs)
     for sub in verbs.choices.values():
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser

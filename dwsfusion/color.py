@@ -7,11 +7,12 @@ Cr = (R - Y)*0.713 + 0.5, Cb = (B - Y)*0.564 + 0.5, each clamped to [0, 1].
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs); fuse big ones in tiles
@@ -122,12 +123,4 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
     if not ok:
         raise ImageError(f"{path}: PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, encoded.tobytes())

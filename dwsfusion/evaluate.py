@@ -12,13 +12,21 @@ import numpy as np
 from tqdm import tqdm
 
 from .color import ImageError, luma_u8, read_image
+from .files import atomic_write
+from .fuse import fuse_pair
 from .metrics import METRIC_NAMES, compute_metrics
-from .pairs import PairError, find_pairs, images_by_stem
+from .model import Generator
+from .pairs import ImagePair, PairError, find_pairs, images_by_stem
+from .tiling import TileConfig
 
 
 def gray_u8(path: Path) -> np.ndarray:
     """Any 8/16-bit gray or colour file -> 8-bit luma (PIL's convert('L') for 8-bit RGB)."""
-    image, max_value = read_image(path)
+    return to_gray_u8(*read_image(path))
+
+
+def to_gray_u8(image: np.ndarray, max_value: int) -> np.ndarray:
+    """A read or fused image (gray or RGB, 8/16-bit) -> the 8-bit luma the metrics expect."""
     if max_value != 255:
         image = np.rint(image.astype(np.float64) / 257).astype(np.uint8)
     return luma_u8(image) if image.ndim == 3 else image
@@ -29,10 +37,13 @@ class Evaluation:
     rows: list[dict[str, float | str]]
     failed: list[str]
 
+    def metric_names(self) -> list[str]:
+        return [name for name in METRIC_NAMES if self.rows and name in self.rows[0]]
+
     def summary(self) -> dict[str, tuple[float, float]]:
         """Per metric (mean, population std), NaN-aware (MS-SSIM is NaN on small images)."""
         out = {}
-        for name in METRIC_NAMES:
+        for name in self.metric_names():
             values = np.array([float(r[name]) for r in self.rows], np.float64)
             ok = values[~np.isnan(values)]
             out[name] = (float(ok.mean()), float(ok.std())) if ok.size else (float("nan"), float("nan"))
@@ -67,15 +78,42 @@ def evaluate_folders(
     return result
 
 
-def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
-    """Columns ``name`` then METRIC_NAMES; written to a temp name, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def score_fused(pair: ImagePair, fused: np.ndarray, names: tuple[str, ...] = METRIC_NAMES) -> dict[str, float]:
+    """Metrics of a fused image (as written: uint8/uint16, gray or RGB) against its sources."""
+    a, b = gray_u8(pair.ir), gray_u8(pair.vi)
+    f = to_gray_u8(fused, 65535 if fused.dtype == np.uint16 else 255)
+    return compute_metrics(a, b, f, names) if names else {}
+
+
+def evaluate_generator(
+    generator: Generator,
+    pairs: list[ImagePair],
+    names: tuple[str, ...] = METRIC_NAMES,
+    tiles: TileConfig | None = TileConfig(),
+    progress: bool = True,
+) -> Evaluation:
+    """Fuse each pair in memory (as ``dwsfusion fuse`` writes it) and score it: the fixed
+    evaluation behind registration and the promotion gate."""
+    result = Evaluation([], [])
+    for pair in tqdm(pairs, desc="evaluate", unit="pair", disable=not progress):
+        try:
+            fused = fuse_pair(generator, pair, tiles=tiles)
+        except ImageError as exc:
+            result.failed.append(str(exc))
+            continue
+        result.rows.append({"name": pair.stem, **score_fused(pair, fused, names)})
+    return result
+
+
+def write_rows_csv(rows: list[dict], columns: list[str], path: str | os.PathLike) -> Path:
+    """One row per image in the given column order (other keys ignored), written atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["name", *METRIC_NAMES], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(evaluation.rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
-    return path
+    writer.writerows(rows)
+    return atomic_write(path, buffer.getvalue())
+
+
+def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+    """Columns ``name`` then the metrics (in METRIC_NAMES order)."""
+    return write_rows_csv(evaluation.rows, ["name", *evaluation.metric_names()], path)

@@ -7,6 +7,8 @@ import sys
 
 from dwsfusion.cli import main as core_main
 
+from .config import tracking_uri
+
 
 def _prep(args: argparse.Namespace) -> int:
     from data_prep import PrepConfig, run_prep
@@ -38,8 +40,116 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fuse(args: argparse.Namespace) -> int:
+    """Folder form (--ir/--vi/--out, no Ray) or batch form (--input/--output, Ray Data)."""
+    if args.input is None and args.output is None:
+        missing = [f"--{k}" for k in ("checkpoint", "ir", "vi", "out") if getattr(args, k) is None]
+        if missing or args.model:
+            raise ValueError("give --input SRC --output DST (batch), or --checkpoint --ir --vi --out (folders)")
+        from dwsfusion.cli import _fuse as fuse_folders
+
+        return fuse_folders(args)
+    if args.input is None or args.output is None or args.ir or args.vi or args.out:
+        raise ValueError("batch fusion takes --input SRC and --output DST (not --ir/--vi/--out)")
+    from dwsfusion.metrics import METRIC_NAMES
+    from dwsfusion.tiling import TileConfig
+
+    from .archives import ArchiveLimits
+    from .batch_fuse import FuseJob, batch_fuse
+
+    metrics = (
+        () if args.metrics == "none" else METRIC_NAMES if args.metrics == "all" else tuple(args.metrics.split(","))
+    )
+    unknown = sorted(set(metrics) - set(METRIC_NAMES))
+    if unknown:
+        raise ValueError(f"--metrics: unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)}")
+    job = FuseJob(
+        input=args.input,
+        output=args.output,
+        model=args.model,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        tracking_uri=tracking_uri(args.tracking_uri) if args.model else None,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        metrics=metrics,
+        rounding=args.rounding,
+        tiles=TileConfig(args.tile_size, args.tile_overlap, args.tile_above),
+        limits=ArchiveLimits(args.max_members, args.max_member_mb << 20, args.max_total_gb << 30, args.max_pixels),
+    )
+    result = batch_fuse(job, progress=not args.quiet)
+    counts = result.manifest.get("counts", {})
+    print(
+        f"fused {result.fused} pair(s) now, {result.skipped} already done; {counts.get('pairs')} pair(s) in {job.input}"
+    )
+    for problem in result.failures:
+        print(f"refused/failed: {problem}", file=sys.stderr)
+    print(f"output:   {result.output} (metrics.csv and manifest.json inside)")
+    return 1 if counts.get("failed") else 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from .registry import GateConfig, register_model
+
+    gate = GateConfig(tuple(args.gate_metrics.split(",")), args.tolerance, args.eval_source)
+    result = register_model(
+        run_id=args.run,
+        checkpoint=args.checkpoint,
+        name=args.name,
+        alias=args.alias,
+        gate=gate,
+        tracking_uri=tracking_uri(args.tracking_uri),
+    )
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    print(f"registered {result.name} version {result.version} -> @{result.alias}: {result.reason}")
+    print(f"metrics on the evaluation set: {figures}")
+    print(f"use it:  dwsfusion fuse --model models:/{result.name}@{result.alias} --input SRC --output DST")
+    return 0
+
+
 def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
     from data_prep.config import DEFAULT_PATCH, DEFAULT_STRIDE
+    from dwsfusion.cli import add_fuse_arguments
+    from dwsfusion.color import MAX_PIXELS
+    from dwsfusion.tiling import TileConfig
+
+    p = verbs.add_parser(
+        "fuse",
+        help="fuse pairs: folders with a checkpoint, or a folder/archive with a registered model on Ray",
+        description="Folder form: --checkpoint C --ir DIR --vi DIR --out DIR (one process). Batch form: "
+        "(--model models:/NAME@ALIAS | --checkpoint C) --input SRC --output DST, where SRC is a folder with "
+        "ir/ + vi/ or a .tar/.tar.gz/.zip (local or URI) and DST a folder or archive (Ray Data actors).",
+    )
+    add_fuse_arguments(p, required=False)
+    p.add_argument("--model", help="MLflow model URI, e.g. models:/dwsfusion@champion")
+    p.add_argument("--input", help="batch: folder with ir/ + vi/, or .tar / .tar.gz / .zip (path or URI)")
+    p.add_argument("--output", help="batch: folder, or .tar / .tar.gz / .zip")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    p.add_argument("--actors", type=int, help="model replicas (default: one per GPU, else per CPU)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--metrics", default="all", help="all, none, or a comma list (e.g. Qabf,VIF,SSIM)")
+    tiles = TileConfig()
+    p.add_argument("--tile-size", type=int, default=tiles.size, help="tile side for large images")
+    p.add_argument("--tile-overlap", type=int, default=tiles.overlap, help="blended band between tiles")
+    p.add_argument("--tile-above", type=int, default=tiles.above_pixels, help="tile images with more pixels")
+    p.add_argument("--max-members", type=int, default=100_000, help="archive: most members read")
+    p.add_argument("--max-member-mb", type=int, default=512, help="archive: largest member (MiB)")
+    p.add_argument("--max-total-gb", type=int, default=64, help="archive: most bytes extracted (GiB)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image (pixels, from its header)")
+    p.set_defaults(run=_fuse)
+
+    p = verbs.add_parser("register", help="register a run's generator or a checkpoint in MLflow (promotion gate)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="MLflow run id of a training run")
+    source.add_argument("--checkpoint", help="checkpoint file: ours or the authors' release")
+    p.add_argument("--name", default="dwsfusion", help="registered model name")
+    p.add_argument("--alias", default="champion", help="champion (through the gate), challenger, or any alias")
+    p.add_argument("--gate-metrics", default="Qabf,VIF,SSIM", help="metrics the champion gate compares")
+    p.add_argument("--tolerance", type=float, default=0.0, help="relative slack of the gate (0.01 = 1 %%)")
+    p.add_argument("--eval-source", help="evaluation folder with ir/ + vi/ (default: seeded sample pairs)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    p.set_defaults(run=_register)
 
     p = verbs.add_parser("prep", help="extract training patches into Parquet shards (Ray Data)")
     p.add_argument(

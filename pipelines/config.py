@@ -65,13 +65,18 @@ class TrainConfig(BaseModel):
         return self.batch_size // self.num_workers
 
     def tracking_uri(self) -> str:
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return os.environ["MLFLOW_TRACKING_URI"]
-        path = Path("runs/mlflow.db").resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return tracking_uri(self.mlflow_tracking_uri)
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow store: ``explicit``, else $MLFLOW_TRACKING_URI, else runs/mlflow.db (SQLite)."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    path = Path("runs/mlflow.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
 
 
 def _set(tree: dict, dotted: str, raw: str) -> None:
@@ -108,4 +113,4 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None = None, o
         raise ConfigError(f"{where}invalid config: {problems}") from None
 
 
-__all__ = ["ConfigError", "LossConfig", "TrainConfig", "load_config"]
+__all__ = ["ConfigError", "LossConfig", "TrainConfig", "load_config", "tracking_uri"]

@@ -1,0 +1,176 @@
+"""Register generators in the MLflow model registry behind a promotion gate.
+
+``register_model`` takes a training run (its logged generator) or any checkpoint file (ours or
+the authors' release), evaluates it on a fixed evaluation set, registers a new version tagged
+with those metrics, and moves an alias:
+
+- ``champion`` (default) goes through the gate: the new version becomes champion only if, on
+  every gate metric, it is not worse than the current champion evaluated on the same set
+  in the same call (lower is better for MSE and Nabf, higher for the rest; ``tolerance`` is a
+  relative slack). Otherwise it becomes ``challenger`` and the reason is returned.
+- any other alias (``challenger``, ``staging``, ...) is set directly.
+
+The evaluation set is a folder with ``ir/`` + ``vi/`` (e.g. TNO) or, by default, the
+project's seeded synthetic pairs, so a fresh clone has a reproducible gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dwsfusion.evaluate import evaluate_generator
+from dwsfusion.model import Generator
+from dwsfusion.pairs import ImagePair, find_pairs, resolve_source
+
+from .mlflow_model import log_generator
+
+LOWER_IS_BETTER = frozenset({"MSE", "Nabf"})
+REGISTRY_EXPERIMENT = "dwsfusion-registry"
+SAMPLE_EVAL_SET = {"count": 6, "seed": 0}
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    metrics: tuple[str, ...] = ("Qabf", "VIF", "SSIM")
+    tolerance: float = 0.0  # relative: 0.01 lets a metric be 1 % worse
+    eval_source: str | None = None  # folder with ir/ + vi/; None: the seeded sample pairs
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    alias: str  # the alias the new version got
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str = ""
+
+
+def load_registered_generator(model_uri: str) -> Generator:
+    """A generator from any MLflow URI of our pyfunc (``models:/name@alias``, ``runs:/...``)."""
+    with warnings.catch_warnings():  # MLflow nags about type hints; the model has a signature
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().generator.eval()
+
+
+def _eval_pairs(gate: GateConfig, workdir: Path) -> tuple[list[ImagePair], str]:
+    """The evaluation pairs and an identity for them (name + content hash)."""
+    if gate.eval_source:
+        ir_dir, vi_dir = resolve_source(gate.eval_source)
+        label = str(Path(gate.eval_source).resolve())
+    else:
+        from dwsfusion.samples import write_samples
+
+        root = write_samples(workdir / "eval", **SAMPLE_EVAL_SET)
+        ir_dir, vi_dir = root / "ir", root / "vi"
+        label = f"samples(count={SAMPLE_EVAL_SET['count']}, seed={SAMPLE_EVAL_SET['seed']})"
+    pairs, _ = find_pairs(ir_dir, vi_dir, strict=True)
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(pair.ir.read_bytes())
+        digest.update(pair.vi.read_bytes())
+    return pairs, f"{label} sha256:{digest.hexdigest()[:16]}"
+
+
+def _mean_metrics(generator: Generator, pairs: list[ImagePair], names: tuple[str, ...]) -> dict[str, float]:
+    evaluation = evaluate_generator(generator, pairs, names, progress=False)
+    if evaluation.failed:
+        raise ValueError("evaluation set has unreadable pairs: " + "; ".join(evaluation.failed))
+    return {name: mean for name, (mean, _) in evaluation.summary().items()}
+
+
+def gate_decision(new: dict[str, float], champion: dict[str, float], gate: GateConfig) -> tuple[bool, str]:
+    """(passes, reason): not worse than the champion on every gate metric, within tolerance."""
+    worse = []
+    for name in gate.metrics:
+        slack = gate.tolerance * abs(champion[name])
+        if name in LOWER_IS_BETTER:
+            failed = new[name] > champion[name] + slack
+        else:
+            failed = new[name] < champion[name] - slack
+        if failed:
+            worse.append(f"{name} {new[name]:.4f} vs champion {champion[name]:.4f}")
+    if worse:
+        return False, "worse than the champion on " + ", ".join(worse)
+    return True, "not worse than the champion on " + ", ".join(gate.metrics)
+
+
+def _model_from_run(run_id: str) -> str:
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    if not models:
+        raise ValueError(f"MLflow run {run_id} has no logged generator (did its training finish?)")
+    return models[0].model_uri
+
+
+def _model_from_checkpoint(checkpoint: Path) -> str:
+    """Log a checkpoint file as our pyfunc in a registration run; returns its model URI."""
+    from dwsfusion.checkpoints import load_generator
+
+    load_generator(checkpoint)  # refuse a bad file before anything is logged
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    mlflow.set_experiment(REGISTRY_EXPERIMENT)
+    with mlflow.start_run(run_name=f"register {checkpoint.name}"):
+        mlflow.log_params({"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": digest})
+        return log_generator(str(checkpoint))
+
+
+def current_version(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register_model(
+    *,
+    run_id: str | None = None,
+    checkpoint: str | Path | None = None,
+    name: str = "dwsfusion",
+    alias: str = "champion",
+    gate: GateConfig = GateConfig(),
+    tracking_uri: str | None = None,
+) -> Registration:
+    """Register a run's generator or a checkpoint file as a new version of ``name``."""
+    if (run_id is None) == (checkpoint is None):
+        raise ValueError("give exactly one of a run id or a checkpoint file")
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    model_uri = _model_from_run(run_id) if run_id else _model_from_checkpoint(Path(checkpoint))
+    metric_names = tuple(dict.fromkeys((*gate.metrics, "Qabf", "VIF", "SSIM", "MI", "EN", "SD")))
+
+    with tempfile.TemporaryDirectory() as workdir:
+        pairs, eval_id = _eval_pairs(gate, Path(workdir))
+        metrics = _mean_metrics(load_registered_generator(model_uri), pairs, metric_names)
+        champion = current_version(client, name, "champion") if alias == "champion" else None
+        champion_metrics = {}
+        if champion is not None:
+            champion_metrics = _mean_metrics(
+                load_registered_generator(f"models:/{name}/{champion.version}"), pairs, metric_names
+            )
+
+    tags = {f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()} | {"eval_set": eval_id}
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if alias != "champion":
+        promoted, reason, given = False, f"alias '{alias}' set directly (no gate)", alias
+    elif champion is None:
+        promoted, reason, given = True, "first champion of this model name", "champion"
+    else:
+        promoted, reason = gate_decision(metrics, champion_metrics, gate)
+        given = "champion" if promoted else "challenger"
+        for key, value in champion_metrics.items():  # the champion's figures on this set, for the UI
+            client.set_model_version_tag(name, champion.version, f"metric.{key}", f"{value:.6f}")
+        client.set_model_version_tag(name, champion.version, "eval_set", eval_id)
+    client.set_registered_model_alias(name, given, version.version)
+    client.set_model_version_tag(name, version.version, "gate", reason)
+    return Registration(name, version.version, given, promoted, reason, metrics, champion_metrics, model_uri)
