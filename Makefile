@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint benchmark clean
+.PHONY: install quickstart demo test lint benchmark clean
 
 $(BIN)/dwsfusion: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(BIN)/dwsfusion: pyproject.toml
 
 install: $(BIN)/dwsfusion
 
+# The whole workflow on sample pairs (or `make quickstart ARGS="source=DIR"`), local Ray + SQLite MLflow.
 quickstart: install
+	$(BIN)/dwsfusion pipeline run --config configs/quickstart.yaml $(ARGS)
+
+# The Ray-free demo: samples -> 40 training steps -> fuse -> metric table, one process.
+demo: install
 	$(BIN)/dwsfusion quickstart
 
 lint: install
@@ -29,6 +34,7 @@ test: lint
 benchmark: install
 	$(BIN)/python benchmarks/fuse_speed.py
 	$(BIN)/python benchmarks/metric_speed.py
+	$(BIN)/python benchmarks/batch_fuse_speed.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -17,8 +17,8 @@ sees (NFS), or SRC an ``s3://``/``gs://`` archive (the driver copies it into the
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -107,6 +107,69 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from tune import SweepConfig, run_sweep
+
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (
+        ("num_samples", "num_samples"),
+        ("max_concurrent", "max_concurrent"),
+        ("scheduler", "scheduler"),
+        ("search_alg", "search_alg"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    config = load_config(SweepConfig, args.config, overrides)
+    result = run_sweep(config, resume=args.resume)
+    columns = ["trial", "status", "epochs", *config.space, "best_val_score"]
+    print("\n" + "  ".join(f"{c:>16}" for c in columns))
+    for row in result.table:
+        print("  ".join(f"{_cell(row[c]):>16}" for c in columns))
+    print(f"\nbest val_score {result.best_score:.4f} with {result.best_params}")
+    print(f"best trial's MLflow run: {result.best_run_id}  (register: dwsfusion register --run {result.best_run_id})")
+    print(f"best trial's checkpoint: {result.best_checkpoint}")
+    print(f"sweep: {result.path}; MLflow parent run {result.parent_run_id} ({config.train.tracking_uri()})")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .workflow import WorkflowConfig, load_workflow, plan, run_workflow, workflow_root
+
+    if args.action == "run":
+        config = load_config(WorkflowConfig, args.config, args.overrides)
+        workflow_id = args.workflow_id or config.name
+    else:
+        workflow_id = args.workflow_id
+        config = load_workflow(args.storage, workflow_id)
+    root = workflow_root(config, workflow_id)
+    if args.action == "status":
+        for state in plan(config, root):
+            seconds = state.record.get("seconds")
+            when = f"{seconds:8.1f} s" if seconds is not None else "        -"
+            print(f"{state.step.name:<9} {'done' if state.done else 'pending':<8} {when}  {state.folder}")
+        return 0
+    states = run_workflow(config, workflow_id)
+    outputs = {s.step.provides: s.record.get("outputs", {}) for s in states}
+    print(f"\nworkflow {workflow_id}: {root}")
+    print(outputs["evaluate"].get("table", ""))
+    print(f"\nfused images:  {outputs['fuse'].get('output')}  (metrics.csv, manifest.json beside them)")
+    print(f"metric table:  {outputs['evaluate'].get('metrics_csv')}")
+    print(
+        f"model:         {outputs['register'].get('model_uri')} (@{outputs['register'].get('alias')}: "
+        f"{outputs['register'].get('reason')})"
+    )
+    print(f"MLflow UI:     mlflow ui --backend-store-uri {config.tracking_uri()}")
+    print(f"status:        dwsfusion pipeline status {workflow_id} --storage {config.storage}")
+    return 0
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
     from data_prep.config import DEFAULT_PATCH, DEFAULT_STRIDE
     from dwsfusion.cli import add_fuse_arguments
@@ -138,6 +201,31 @@ def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-total-gb", type=int, default=64, help="archive: most bytes extracted (GiB)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image (pixels, from its header)")
     p.set_defaults(run=_fuse)
+
+    p = verbs.add_parser("tune", help="Ray Tune sweep of the loss coefficients (ASHA, MLflow nested runs)")
+    p.add_argument("--config", help="YAML file (tune.SweepConfig: train, space, num_samples, ...)")
+    p.add_argument("--num-samples", type=int)
+    p.add_argument("--max-concurrent", type=int, help="trials running at once")
+    p.add_argument("--scheduler", choices=("asha", "fifo"))
+    p.add_argument("--search-alg", choices=("random", "optuna"))
+    p.add_argument("--resume", action="store_true", help="continue the sweep of this name (Tuner.restore)")
+    p.add_argument("overrides", nargs="*", help="key=value, dotted (e.g. train.epochs=3 space.lr_g.low=1e-4)")
+    p.set_defaults(run=_tune)
+
+    p = verbs.add_parser("pipeline", help="the durable workflow: prep -> train|tune -> evaluate -> register -> fuse")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("run", help="run every step not done yet (a second run with the same config does nothing)")
+    a.add_argument("--config", help="YAML file (pipelines.workflow.WorkflowConfig)")
+    a.add_argument("--workflow-id", help="the workflow's id (default: the config's name)")
+    a.add_argument("overrides", nargs="*", help="key=value, dotted (e.g. source=DIR train.epochs=2)")
+    for action, text in (
+        ("resume", "rerun the steps not done, with the workflow's saved config"),
+        ("status", "each step's state, time and output folder"),
+    ):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("workflow_id")
+        a.add_argument("--storage", default="runs/workflows", help="the workflows' storage folder")
+    p.set_defaults(run=_pipeline)
 
     p = verbs.add_parser("register", help="register a run's generator or a checkpoint in MLflow (promotion gate)")
     source = p.add_mutually_exclusive_group(required=True)

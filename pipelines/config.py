@@ -108,7 +108,10 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None = None, o
     try:
         return model.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}invalid config: {problems}") from None
 

@@ -35,6 +35,11 @@ from dwsfusion.step import Networks, build_networks, build_optimizers, train_ste
 from .config import TrainConfig
 
 VAL_METRICS = ("Qabf", "VIF", "SSIM", "MI")
+# The sweep objective: loss-independent fusion quality on the fixed validation patches. The
+# validation *loss* cannot rank trials that weight its own terms differently; these three
+# metrics each lie in [0, 1] for useful fusions (gradient transfer, information fidelity,
+# structure) and are the paper's headline ones, so their plain mean is the score.
+SCORE_METRICS = ("Qabf", "VIF", "SSIM")
 STATE_FILE = "state.pt"
 
 
@@ -165,6 +170,7 @@ def _validation_images(nets: Networks, val_ir: np.ndarray, val_vi: np.ndarray, d
     fused_u8 = np.floor(fused[:, 0].float().cpu().numpy() * 255).astype(np.uint8)
     per_image = [compute_metrics(a, b, f, VAL_METRICS) for a, b, f in zip(val_ir, val_vi, fused_u8, strict=True)]
     metrics = {f"val_{k}": float(np.mean([m[k] for m in per_image])) for k in VAL_METRICS}
+    metrics["val_score"] = float(np.mean([metrics[f"val_{k}"] for k in SCORE_METRICS]))
     rows = [
         (val_ir[i] / 255, val_vi[i] / 255, *(t[i, 0].float().cpu().numpy() for t in (fused, w_ir, w_vi)))
         for i in range(len(val_ir))
@@ -257,11 +263,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = mean_across_ranks(sums, samples)
         metrics["samples_per_second_per_worker"] = samples / (time.perf_counter() - started)
         metrics["val_loss"] = _validation_loss(nets, val_shard, config, device)
+        if not all(math.isfinite(v) for v in metrics.values()):  # the same all-reduced values on every rank
+            metrics.update(epoch=epoch, diverged=1.0, val_score=0.0)
+            if rank == 0:
+                print(f"[epoch {epoch}] diverged (non-finite loss): stopping this run")
+                mlflow.log_metrics({"diverged": 1.0, "val_score": 0.0}, step=epoch)
+                mlflow.set_tag("diverged", "true")
+            ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
+            break
         for sched in scheds.values():
             sched.step(metrics["val_loss"])
         metrics["lr_g"] = opts["generator"].param_groups[0]["lr"]
         identical, spread = ranks_identical(nets)
-        metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread)
+        metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread, diverged=0.0)
         if metrics["val_loss"] < best["val_loss"]:
             generator_state = {k: v.detach().cpu().clone() for k, v in nets.generator.state_dict().items()}
             best = {"val_loss": metrics["val_loss"], "epoch": epoch, "generator": generator_state, "bad_epochs": 0}
@@ -334,7 +348,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def _mlflow_run(config: TrainConfig, resume: bool) -> str:
+def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = None) -> str:
     """The run's MLflow id: the existing one for a resumed name, else a new run."""
     import mlflow
 
@@ -349,21 +363,45 @@ def _mlflow_run(config: TrainConfig, resume: bool) -> str:
         )
         if found:
             return found[0].info.run_id
-    with mlflow.start_run(run_name=config.name, tags={"dwsfusion_train_name": config.name}) as run:
+    tags = {"dwsfusion_train_name": config.name}
+    if parent_run_id:  # a sweep trial or a workflow step: nested under its parent in the UI
+        tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=config.name, tags=tags) as run:
         mlflow.log_params(_flatten(config.model_dump()))
         return run.info.run_id
 
 
-def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
+def load_inputs(config: TrainConfig) -> tuple:
+    """(train dataset, materialized val dataset, fixed val patches) from the prepared shards.
+    A sweep calls this once in its driver: Ray Data reads started inside a Tune trial would
+    be confined to the trial's small placement group and wait forever."""
+    from data_prep import read_patches
+
+    train_data = read_patches(config.data, "train")
+    if config.materialize:  # read once, then every epoch iterates the object store
+        train_data = train_data.materialize()
+    val_data = read_patches(config.data, "val").materialize()  # small by design: read once
+    return train_data, val_data, val_data.take_batch(config.val_images, batch_format="numpy")
+
+
+def run_training(
+    config: TrainConfig,
+    resume: bool = False,
+    parent_run_id: str | None = None,
+    callbacks: list | None = None,
+    inputs: tuple | None = None,
+) -> TrainResult:
     """Train with Ray Train on the prepared shards of ``config.data``. ``resume`` continues
-    the run called ``config.name`` under ``config.storage_path`` from its last checkpoint."""
+    the run called ``config.name`` under ``config.storage_path`` from its last checkpoint.
+    ``parent_run_id`` nests the MLflow run; ``callbacks`` go to Ray Train (e.g. Tune's);
+    ``inputs`` are ``load_inputs``' result when the caller has read them already."""
     import logging
 
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from data_prep import load_manifest, read_patches
+    from data_prep import load_manifest
 
     config.per_worker_batch()  # fail early on an uneven batch
     manifest = load_manifest(config.data)
@@ -381,12 +419,8 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
             kwargs["num_cpus"] = max(os.cpu_count() or 1, needed)
         ray.init(logging_level=logging.WARNING, **kwargs)
 
-    train_data = read_patches(config.data, "train")
-    if config.materialize:  # read once, then every epoch iterates the object store
-        train_data = train_data.materialize()
-    val_data = read_patches(config.data, "val").materialize()  # small by design: read once
-    val = val_data.take_batch(config.val_images, batch_format="numpy")
-    run_id = _mlflow_run(config, resume)
+    train_data, val_data, val = inputs or load_inputs(config)
+    run_id = _mlflow_run(config, resume, parent_run_id)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -403,6 +437,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
             storage_path=storage,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
         ),
         datasets={"train": train_data, "val": val_data},
     )

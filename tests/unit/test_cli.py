@@ -118,3 +118,18 @@ def test_samples_are_deterministic(tmp_path):
 def test_quickstart_runs_end_to_end(tmp_path, capsys):
     assert main(["quickstart", "--workdir", str(tmp_path), "--steps", "2", "--quiet"]) == 0
     assert "Qabf" in capsys.readouterr().out
+
+
+def test_console_fuse_keeps_the_folder_form_and_refuses_mixed_forms(random_checkpoint, samples_dir, tmp_path, capsys):
+    """`dwsfusion fuse` (pipelines.cli) runs the folder form without Ray; mixing it with the
+    batch form, or a batch call without both ends, is a clear usage error."""
+    from pipelines.cli import main as console
+
+    folder = ["--checkpoint", str(random_checkpoint), "--ir", str(samples_dir / "ir"), "--vi", str(samples_dir / "vi")]
+    assert console(["fuse", *folder, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    assert console(["fuse", *folder, "--out", str(tmp_path / "o"), "--input", str(samples_dir)]) == 2
+    assert console(["fuse", "--model", "models:/x@champion", "--input", str(samples_dir)]) == 2
+    assert console(["fuse", "--input", "a", "--output", "b", "--metrics", "Qabf,Bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--input SRC and --output DST" in err and "unknown Bogus" in err

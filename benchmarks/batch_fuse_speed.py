@@ -1,0 +1,94 @@
+"""Pairs per second of ``dwsfusion fuse --input ARCHIVE`` (Ray Data actors) against a bare
+loop doing the same work per pair in one process (read, fuse, write PNG, metric suite).
+
+    python benchmarks/batch_fuse_speed.py [--actors 1 2] [--metrics all|none]
+
+Uses the TNO + RoadScene pairs of ../shared packed into a .tar (75 pairs) and the release
+weights. Wall time of the batch run includes Ray start-up, archive extraction, actor start
+and packing the output archive. Writes benchmarks/results/batch_fuse_speed_<metrics>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import SHARED, link_shared_pairs, write_result
+
+from dwsfusion.checkpoints import load_generator
+from dwsfusion.color import write_image
+from dwsfusion.evaluate import score_fused
+from dwsfusion.fuse import fuse_pair
+from dwsfusion.metrics import METRIC_NAMES
+from dwsfusion.pairs import find_pairs
+
+WEIGHTS = SHARED / "official" / "dwsfusion_official_generator.pth"
+
+
+def bare_loop(source: Path, out: Path, metrics: tuple[str, ...]) -> float:
+    generator = load_generator(WEIGHTS)
+    pairs, _ = find_pairs(source / "ir", source / "vi")
+    start = time.perf_counter()
+    for pair in pairs:
+        fused = fuse_pair(generator, pair)
+        write_image(out / f"{pair.stem}.png", fused)
+        score_fused(pair, fused, metrics)
+    return len(pairs) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--metrics", choices=("all", "none"), default="all")
+    args = parser.parse_args()
+    if not WEIGHTS.is_file():
+        raise SystemExit(f"{WEIGHTS} not found: this benchmark needs ../shared")
+    import ray
+
+    from pipelines.batch_fuse import FuseJob, batch_fuse
+
+    metrics = METRIC_NAMES if args.metrics == "all" else ()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        link_shared_pairs(tmp / "src")
+        with tarfile.open(tmp / "pairs.tar", "w", dereference=True) as archive:
+            archive.add(tmp / "src", "pairs")
+        pairs = len(list((tmp / "src" / "ir").iterdir()))
+        bare = bare_loop(tmp / "src", tmp / "bare", metrics)
+        print(f"bare loop: {bare:.2f} pairs/s ({torch.get_num_threads()} torch threads)")
+        runs = {}
+        for actors in args.actors:
+            ray.init(num_cpus=max(actors, 2), include_dashboard=False, logging_level="ERROR")
+            job = FuseJob(
+                input=str(tmp / "pairs.tar"),
+                output=str(tmp / f"out_{actors}.tar"),
+                checkpoint=str(WEIGHTS),
+                actors=actors,
+                cpus_per_actor=max(1, 2 // actors),
+                metrics=metrics,
+            )
+            start = time.perf_counter()
+            result = batch_fuse(job, progress=False)
+            wall = time.perf_counter() - start
+            ray.shutdown()
+            assert result.fused == pairs, result.failures
+            actor_seconds = result.manifest["seconds"]
+            runs[f"{actors}_actors"] = {
+                "pairs_per_second": pairs / wall,
+                "wall_s": wall,
+                "batch_fuse_seconds": actor_seconds,
+                "ratio_to_bare_loop": pairs / wall / bare,
+            }
+            print(f"{actors} actor(s): {pairs / wall:.2f} pairs/s = {pairs / wall / bare:.2f} of the bare loop")
+    write_result(
+        f"batch_fuse_speed_{args.metrics}",
+        {"pairs": pairs, "metrics": args.metrics, "bare_loop_pairs_per_second": bare, "batch": runs},
+    )
+
+
+if __name__ == "__main__":
+    main()
