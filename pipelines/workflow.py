@@ -97,25 +97,25 @@ class WorkflowConfig(BaseModel):
             self.sweep_config(self.train_config("<prep output>", "<step folder>"), "<step folder>")
         return self
 
-    def train_config(self, data: str, storage: str) -> TrainConfig:
+    def train_config(self, data: str, storage: str, name: str = "train") -> TrainConfig:
         tree = {
             "mlflow_tracking_uri": self.tracking_uri(),
             "mlflow_experiment": self.mlflow_experiment,
             **self.train,
             "data": data,
             "storage_path": storage,
-            "name": "train",
+            "name": name,
         }
         try:
             return TrainConfig.model_validate(tree)
         except ValidationError as exc:
             raise ValueError(_problems("train", exc)) from None
 
-    def sweep_config(self, train: TrainConfig, storage: str):
+    def sweep_config(self, train: TrainConfig, storage: str, name: str = "sweep"):
         from tune import SweepConfig
 
         try:
-            return SweepConfig.model_validate({**self.tune, "train": train, "storage_path": storage, "name": "sweep"})
+            return SweepConfig.model_validate({**self.tune, "train": train, "storage_path": storage, "name": name})
         except ValidationError as exc:
             raise ValueError(_problems("tune", exc)) from None
 
@@ -160,7 +160,7 @@ def _prep(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
     from data_prep import PrepConfig, run_prep
 
     prep = config.prep
-    manifest = run_prep(
+    result = run_prep(
         PrepConfig(
             source=inputs["samples"]["prep_source"],
             out=str(out / "patches"),
@@ -171,7 +171,12 @@ def _prep(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
             pairs_per_task=prep.pairs_per_task,
         )
     )
-    return {"data": str(out / "patches"), "counts": manifest["counts"]}
+    return {"data": result.out, "run_key": result.run_key, "counts": result.counts, "rejected": result.rejected}
+
+
+def _run_name(out: Path) -> str:
+    """A name unique to this workflow and step key: MLflow finds a resumed run by it."""
+    return f"{out.parent.parent.name}.{out.name}"
 
 
 def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
@@ -191,7 +196,7 @@ def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
 def _train(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
     from .train import run_training
 
-    train = config.train_config(inputs["prep"]["data"], str(out / "ray"))
+    train = config.train_config(inputs["prep"]["data"], str(out / "ray"), _run_name(out))
     resume = (out / "ray" / train.name).exists()  # a killed run continues from its last epoch
     result = run_training(train, resume=resume, parent_run_id=parent)
     generator = _best_generator_file(result.checkpoint, out)
@@ -201,7 +206,8 @@ def _train(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict
 def _tune(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
     from tune import run_sweep
 
-    sweep = config.sweep_config(config.train_config(inputs["prep"]["data"], "<per trial>"), str(out / "ray"))
+    train = config.train_config(inputs["prep"]["data"], "<per trial>")
+    sweep = config.sweep_config(train, str(out / "ray"), _run_name(out))
     result = run_sweep(sweep, resume=(out / "ray" / sweep.name).exists(), parent_run_id=parent)
     if not result.best_checkpoint:
         raise RuntimeError("the sweep's best trial left no checkpoint")

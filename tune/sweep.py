@@ -173,12 +173,17 @@ def _search(config: SweepConfig):
     if config.search_alg == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(points_to_evaluate=points, random_state=config.seed)
+        # Its own concurrency limit: TuneConfig.max_concurrent_trials does not bind a given generator.
+        return BasicVariantGenerator(
+            points_to_evaluate=points, max_concurrent=config.max_concurrent, random_state=config.seed
+        )
     try:
         from ray.tune.search.optuna import OptunaSearch
     except ImportError as exc:  # optuna is an optional extra
         raise ValueError("search_alg 'optuna' needs Optuna: pip install 'dwsfusion[tune]'") from exc
-    return OptunaSearch(points_to_evaluate=points, seed=config.seed)
+    from ray.tune.search import ConcurrencyLimiter
+
+    return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=points, seed=config.seed), config.max_concurrent)
 
 
 def _scheduler(config: SweepConfig):
@@ -287,7 +292,6 @@ def run_sweep(config: SweepConfig, resume: bool = False, parent_run_id: str | No
                 metric=OBJECTIVE,
                 mode="max",
                 num_samples=config.num_samples,
-                max_concurrent_trials=config.max_concurrent,
                 scheduler=_scheduler(config),
                 search_alg=_search(config),
             ),
