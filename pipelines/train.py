@@ -350,25 +350,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = None) -> str:
     """The run's MLflow id: the existing one for a resumed name, else a new run."""
-    import mlflow
+    from .tracking import named_run
 
-    mlflow.set_tracking_uri(config.tracking_uri())
-    mlflow.set_experiment(config.mlflow_experiment)
-    if resume:
-        found = mlflow.search_runs(
-            filter_string=f"tags.dwsfusion_train_name = '{config.name}'",
-            order_by=["start_time DESC"],
-            max_results=1,
-            output_format="list",
-        )
-        if found:
-            return found[0].info.run_id
-    tags = {"dwsfusion_train_name": config.name}
-    if parent_run_id:  # a sweep trial or a workflow step: nested under its parent in the UI
-        tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_name=config.name, tags=tags) as run:
-        mlflow.log_params(_flatten(config.model_dump()))
-        return run.info.run_id
+    return named_run(
+        config.tracking_uri(),
+        config.mlflow_experiment,
+        "dwsfusion_train_name",
+        config.name,
+        resume,
+        parent_run_id,
+        _flatten(config.model_dump()),
+    )
 
 
 def load_inputs(config: TrainConfig) -> tuple:

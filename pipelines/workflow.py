@@ -344,17 +344,12 @@ def workflow_root(config: WorkflowConfig, workflow_id: str) -> Path:
 
 def _workflow_run(config: WorkflowConfig, workflow_id: str) -> str:
     """The workflow's MLflow parent run (found by its id tag, else created)."""
-    import mlflow
+    from .tracking import named_run
 
-    mlflow.set_tracking_uri(config.tracking_uri())
-    mlflow.set_experiment(config.mlflow_experiment)
-    found = mlflow.search_runs(
-        filter_string=f"tags.dwsfusion_workflow_id = '{workflow_id}'", max_results=1, output_format="list"
+    tracking, experiment = config.tracking_uri(), config.mlflow_experiment
+    return named_run(
+        tracking, experiment, "dwsfusion_workflow_id", workflow_id, True, run_name=f"workflow {workflow_id}"
     )
-    if found:
-        return found[0].info.run_id
-    with mlflow.start_run(run_name=f"workflow {workflow_id}", tags={"dwsfusion_workflow_id": workflow_id}) as run:
-        return run.info.run_id
 
 
 def run_workflow(config: WorkflowConfig, workflow_id: str | None = None, log=print) -> list[StepState]:

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.config import TrainConfig, tracking_uri
+from pipelines.config import TrainConfig
 
 OBJECTIVE = "val_score"
 
@@ -146,26 +146,20 @@ def _storage(config: SweepConfig) -> str:
 
 
 def _parent_run(config: SweepConfig, resume: bool, parent_run_id: str | None) -> str:
-    import mlflow
+    from pipelines.tracking import named_run
 
-    mlflow.set_tracking_uri(config.train.tracking_uri())
-    mlflow.set_experiment(config.train.mlflow_experiment)
-    if resume:
-        found = mlflow.search_runs(
-            filter_string=f"tags.dwsfusion_sweep_name = '{config.name}'",
-            order_by=["start_time DESC"],
-            max_results=1,
-            output_format="list",
-        )
-        if found:
-            return found[0].info.run_id
-    tags = {"dwsfusion_sweep_name": config.name}
-    if parent_run_id:  # a workflow step
-        tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_name=config.name, tags=tags) as run:
-        mlflow.log_params({"space": json.dumps({k: v.model_dump(exclude_none=True) for k, v in config.space.items()})})
-        mlflow.log_params({k: v for k, v in config.model_dump().items() if k not in ("train", "space")})
-        return run.info.run_id
+    space = {k: v.model_dump(exclude_none=True) for k, v in config.space.items()}
+    params = {k: v for k, v in config.model_dump().items() if k not in ("train", "space")}
+    params["space"] = json.dumps(space)
+    return named_run(
+        config.train.tracking_uri(),
+        config.train.mlflow_experiment,
+        "dwsfusion_sweep_name",
+        config.name,
+        resume,
+        parent_run_id,
+        params,
+    )
 
 
 def _search(config: SweepConfig):
@@ -323,4 +317,4 @@ def _or_minus_inf(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-__all__ = ["OBJECTIVE", "Dimension", "SweepConfig", "SweepResult", "apply_overrides", "run_sweep", "tracking_uri"]
+__all__ = ["OBJECTIVE", "Dimension", "SweepConfig", "SweepResult", "apply_overrides", "run_sweep"]
