@@ -111,7 +111,8 @@ def build_parser(extra_verbs=None) -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (PairError, ImageError, CheckpointError, ValueError, FileNotFoundError)  # ConfigError is a ValueError
+# ConfigError is a ValueError
+USER_ERRORS = (PairError, ImageError, CheckpointError, ValueError, FileNotFoundError, FileExistsError)
 
 
 def main(argv: list[str] | None = None, extra_verbs=None) -> int:

@@ -84,7 +84,12 @@ def resolve_model(job: FuseJob) -> dict:
     info = {"kind": "mlflow", "uri": job.model, "tracking_uri": mlflow.get_tracking_uri()}
     if job.model.startswith("models:/") and "@" in job.model:
         name, alias = job.model.removeprefix("models:/").split("@", 1)
-        version = MlflowClient().get_model_version_by_alias(name, alias)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = MlflowClient().get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            raise ValueError(f"{job.model}: no such registered model or alias ({exc.message})") from None
         info.update(name=name, alias=alias, version=version.version, uri=f"models:/{name}/{version.version}")
         info["run_id"] = version.run_id
     return info

@@ -124,8 +124,8 @@ def _to_images(batch: dict, device: torch.device, channels_last: bool) -> tuple[
     return ir, vi
 
 
-def _batches(shard, batch_size: int, seed: int, shuffle_buffer: int, limit: int | None):
-    kwargs = {"batch_size": batch_size, "drop_last": True}
+def _batches(shard, batch_size: int, seed: int, shuffle_buffer: int, limit: int | None, drop_last: bool = True):
+    kwargs = {"batch_size": batch_size, "drop_last": drop_last}
     if shuffle_buffer:
         kwargs.update(local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=seed)
     iterator = iter(shard.iter_torch_batches(**kwargs))
@@ -150,7 +150,7 @@ def _validation_loss(nets: Networks, shard, config: TrainConfig, device: torch.d
     weights = LossWeights(**config.loss.model_dump())
     nets.generator.eval()
     sums, count = {"val_loss": 0.0}, 0
-    for batch in _batches(shard, config.per_worker_batch(), 0, 0, None):
+    for batch in _batches(shard, config.per_worker_batch(), 0, 0, None, drop_last=False):  # every val patch
         ir, vi = _to_images(batch, device, config.channels_last)
         loss = supervised_losses(nets.generator(ir, vi), ir, vi, weights)["supervised"]
         sums["val_loss"] += loss.item() * ir.shape[0]
