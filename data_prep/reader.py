@@ -29,5 +29,6 @@ def read_patches(out: str, split: str, columns: tuple[str, ...] = ("ir", "vi")):
     import ray
 
     patch = load_manifest(out)["config"]["patch_size"]
-    dataset = ray.data.read_parquet(shard_uris(out, split), columns=list(columns))
+    # select_columns is pushed down into the Parquet read (the columns= argument is deprecated)
+    dataset = ray.data.read_parquet(shard_uris(out, split)).select_columns(list(columns))
     return dataset.map_batches(patch_arrays, batch_format="pyarrow", fn_kwargs={"patch": patch})

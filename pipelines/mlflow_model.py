@@ -51,5 +51,16 @@ def log_generator(checkpoint_path: str, name: str = "generator") -> str:
         python_model=str(Path(__file__).with_name("mlflow_model_code.py")),  # from code: no pickle
         artifacts={"checkpoint": str(checkpoint_path)},
         signature=SIGNATURE,
+        pip_requirements=requirements(),
     )
     return info.model_uri
+
+
+def requirements() -> list[str]:
+    """What loading the model needs: this package (which pins the rest) and its torch. Stated, not
+    inferred: MLflow's inference takes seconds per model and left torch and OpenCV out."""
+    from importlib.metadata import version
+
+    import torch
+
+    return [f"dwsfusion=={version('dwsfusion')}", f"torch=={torch.__version__.split('+')[0]}"]

@@ -4,6 +4,7 @@ identical ranks, checkpoints, resume. One Ray session for the module."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,10 @@ def test_mlflow_holds_params_metrics_images_and_a_model_of_any_size(first_run, t
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == [[37, 53], [64, 81]]
+    location = f"{models[0].artifact_location}/requirements.txt"
+    requirements = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(tmp_path)))
+    names = {line.split("==")[0] for line in requirements.read_text().split()}
+    assert {"dwsfusion", "torch", "mlflow"} <= names  # what a serving environment must install
 
 
 def test_a_stopped_run_resumes_from_its_last_epoch(first_run):
