@@ -57,10 +57,10 @@ def log_generator(checkpoint_path: str, name: str = "generator") -> str:
 
 
 def requirements() -> list[str]:
-    """What loading the model needs: this package (which pins the rest) and its torch. Stated, not
-    inferred: MLflow's inference takes seconds per model and left torch and OpenCV out."""
-    from importlib.metadata import version
-
+    """What loading the model needs: this package (which declares the rest) and its torch. Stated,
+    not inferred: MLflow's inference takes seconds per model and left torch and OpenCV out."""
     import torch
 
-    return [f"dwsfusion=={version('dwsfusion')}", f"torch=={torch.__version__.split('+')[0]}"]
+    import dwsfusion
+
+    return [f"dwsfusion=={dwsfusion.__version__}", f"torch=={torch.__version__.split('+')[0]}"]
