@@ -1,6 +1,6 @@
 # One venv, two entry points: `make quickstart` and `make test`.
 # TORCH_SPEC picks the torch build: the default is the CPU build these machines carry;
-# on a GPU box use e.g. `make TORCH_SPEC="torch>=2.4" quickstart`.
+# on a GPU box use e.g. `make TORCH_SPEC="torch>=2.4,<3" quickstart`.
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
@@ -21,7 +21,7 @@ install: $(BIN)/dwsfusion
 quickstart: install
 	$(BIN)/dwsfusion pipeline run --config configs/quickstart.yaml $(ARGS)
 
-# The Ray-free demo: samples -> 40 training steps -> fuse -> metric table, one process.
+# The Ray-free demo: samples -> 120 training steps -> fuse -> metric table, one process.
 demo: install
 	$(BIN)/dwsfusion quickstart
 
@@ -31,10 +31,14 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Every CPU benchmark (tens of minutes), then docs/performance.md from their results.
 benchmark: install
+	$(BIN)/python benchmarks/train_step_speed.py
+	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/fuse_speed.py
 	$(BIN)/python benchmarks/metric_speed.py
 	$(BIN)/python benchmarks/batch_fuse_speed.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

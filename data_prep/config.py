@@ -1,39 +1,38 @@
-"""Typed configuration of the prep step (one place for the patch geometry defaults)."""
+"""The prep stage's settings, defined once: ``dwsfusion prep`` takes its options and defaults
+from ``PrepSettings``, the workflow's ``prep:`` section is a ``PrepSettings``, and
+``run_prep`` takes a ``PrepConfig`` (the settings plus the source and the output)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dwsfusion.constants import MS_SSIM_MIN_SIDE
 
-DEFAULT_PATCH = 192  # > 160 for 5-scale MS-SSIM; MSRS 640x480 gives 2 x 3 patches at stride 160
-DEFAULT_STRIDE = 160
 
+class PrepSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-@dataclass(frozen=True)
-class PrepConfig:
-    source: str
-    out: str
-    patch_size: int = DEFAULT_PATCH
-    stride: int = DEFAULT_STRIDE
-    val_fraction: float = 0.1
-    seed: int = 0
-    pairs_per_task: int = 64  # one Ray task and one shard per this many pairs (MSRS: ~28 MB of patches)
+    patch_size: int = Field(192, description="square patch side, > 160 (MS-SSIM's 5 scales)")
+    stride: int = Field(160, ge=1, description="step of the patch grid (MSRS 640x480: 2 x 3 patches at 192/160)")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the source images held out for validation")
+    seed: int = Field(0, description="seed of the train/val split")
+    pairs_per_task: int = Field(64, ge=1, description="pairs per Ray task and per Parquet shard")
 
-    def __post_init__(self) -> None:
-        if self.patch_size < MS_SSIM_MIN_SIDE:
+    @field_validator("patch_size")
+    @classmethod
+    def _ms_ssim_needs_161(cls, value: int) -> int:
+        if value < MS_SSIM_MIN_SIDE:
             raise ValueError(
-                f"patch_size={self.patch_size}: the MS-SSIM loss (5 scales, window 11) needs patches larger "
-                f"than 160 px per side; use {MS_SSIM_MIN_SIDE} or more (default {DEFAULT_PATCH})"
+                f"{value}: the MS-SSIM loss (5 scales, window 11) needs patches larger than 160 px per side; "
+                f"use {MS_SSIM_MIN_SIDE} or more"
             )
-        if self.stride < 1:
-            raise ValueError(f"stride={self.stride}: must be >= 1")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
-        if self.pairs_per_task < 1:
-            raise ValueError(f"pairs_per_task={self.pairs_per_task}: must be >= 1")
+        return value
 
     def identity(self) -> dict:
         """What determines the output (the source's identity is its checksums, not its path)."""
-        keys = ("patch_size", "stride", "val_fraction", "seed")
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        return self.model_dump(include={"patch_size", "stride", "val_fraction", "seed"})
+
+
+class PrepConfig(PrepSettings):
+    source: str = Field(description="MSRS root (train/ir, train/vi[, test/...]) or a folder with ir/ + vi/")
+    out: str = Field(description="output folder or pyarrow URI (s3://, gs://, file://)")

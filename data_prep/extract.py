@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -154,13 +153,6 @@ def _collect(fs: pafs.FileSystem, root: str, run_key: str, split: str) -> tuple[
     return reports, shards
 
 
-def _ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING)  # joins the cluster at RAY_ADDRESS when set
-
-
 def run_prep(config: PrepConfig, log=print) -> PrepResult:
     """Prepare (or verify, or resume) the patch shards of ``config.source`` under ``config.out``."""
     pairs, rejected = discover(config.source)
@@ -179,7 +171,9 @@ def run_prep(config: PrepConfig, log=print) -> PrepResult:
         log(f"{config.out}: up to date (run {run_key}); nothing to do")
         return PrepResult(config.out, run_key, True, manifest["counts"], manifest["rejected"])
 
-    _ensure_ray()
+    from pipelines.runtime import ensure_ray  # the one place a session starts (joins RAY_ADDRESS when set)
+
+    ensure_ray(dashboard=False)
     splits = sorted({p.split for p in pairs})
     for split in splits:
         split_dir = f"{root}/{run_key}/{split}"

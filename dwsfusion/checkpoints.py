@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UsageError
 from .files import atomic_path
 from .model import Generator, GeneratorConfig
 
@@ -61,7 +62,7 @@ OFFICIAL_KEY_RULES: tuple[tuple[str, str], ...] = (
 _RELEASE_TAPS = torch.tensor([-1, -1, -1, 0, -1, 1, 0, -1, 0, 0, 0, 1, 1, -1, 1, 0, 1, 1.0])
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint file that cannot be used, with the file and the reason in the message."""
 
 

@@ -12,14 +12,37 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import UsageError
 from .files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs); fuse big ones in tiles
 
 
-class ImageError(ValueError):
+class ImageError(UsageError):
     """An image that cannot be used, with the file and the reason in the message."""
+
+
+def header_pixels(head: bytes) -> int | None:
+    """Width x height from an image header (Pillow reads the header only), None if unknown."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(head)) as image:
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse is left to the decoder's checks
+        return None
+
+
+def check_header_pixels(path: str | os.PathLike, limit: int) -> None:
+    """Refuse an image file whose header declares more than ``limit`` pixels, before any
+    decode (a decompression bomb never reaches the decoder)."""
+    with open(path, "rb") as handle:
+        pixels = header_pixels(handle.read(1 << 16))
+    if pixels is not None and pixels > limit:
+        raise ImageError(f"{path}: header declares {pixels} pixels, above the limit of {limit}")
 
 
 def rgb_to_ycrcb(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

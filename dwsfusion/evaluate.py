@@ -78,11 +78,20 @@ def evaluate_folders(
     return result
 
 
-def score_fused(pair: ImagePair, fused: np.ndarray, names: tuple[str, ...] = METRIC_NAMES) -> dict[str, float]:
-    """Metrics of a fused image (as written: uint8/uint16, gray or RGB) against its sources."""
+def score_fused(
+    pair: ImagePair, fused: np.ndarray, names: tuple[str, ...] = METRIC_NAMES, device: str = "cpu"
+) -> dict[str, float]:
+    """Metrics of a fused image (as written: uint8/uint16, gray or RGB) against its sources;
+    on a CUDA ``device`` with the torch suite (the same values within 1e-4), else NumPy's."""
+    if not names:
+        return {}
     a, b = gray_u8(pair.ir), gray_u8(pair.vi)
     f = to_gray_u8(fused, 65535 if fused.dtype == np.uint16 else 255)
-    return compute_metrics(a, b, f, names) if names else {}
+    if str(device).startswith("cuda"):
+        from .metrics_torch import compute_metrics as compute_on_device
+
+        return compute_on_device(a, b, f, names, device=device)
+    return compute_metrics(a, b, f, names)
 
 
 def evaluate_generator(

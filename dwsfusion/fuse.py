@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,16 +47,40 @@ def load_pair(pair: ImagePair) -> SourcePair:
     return SourcePair(pair.stem, ir, vis_y, chroma, max(ir_max, vi_max))
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The inference precision: fp32 (no autocast), or bf16 / fp16 autocast on ``device``."""
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 @torch.inference_mode()
-def fuse_luma(generator: Generator, ir: np.ndarray, vis_y: np.ndarray, tiles: TileConfig | None = None) -> np.ndarray:
+def fuse_luma(
+    generator: Generator,
+    ir: np.ndarray,
+    vis_y: np.ndarray,
+    tiles: TileConfig | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
     """(H, W) luma planes in [0, 1] -> fused (H, W) float32 in [0, 1]; in overlapping tiles
     when ``tiles`` says the image is too large for one pass."""
     if tiles is not None and tiles.wants_tiles(*ir.shape):
-        return fuse_luma_tiled(generator, ir, vis_y, tiles)
+        return fuse_luma_tiled(generator, ir, vis_y, tiles, precision)
+    return fuse_luma_batch(generator, ir[None], vis_y[None], precision)[0]
+
+
+@torch.inference_mode()
+def fuse_luma_batch(generator: Generator, irs: np.ndarray, vis: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    """(N, H, W) stacks of same-size luma planes in [0, 1] -> fused (N, H, W) float32, in one
+    forward pass (eval-mode BatchNorm and per-sample attention: each pair as if alone)."""
     device = next(generator.parameters()).device
-    ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(device)
-    vi_t = torch.from_numpy(np.ascontiguousarray(vis_y, dtype=np.float32))[None, None].to(device)
-    return generator.fuse(ir_t, vi_t)[0][0, 0].float().cpu().numpy()
+    ir_t = torch.from_numpy(np.ascontiguousarray(irs, dtype=np.float32))[:, None].to(device)
+    vi_t = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32))[:, None].to(device)
+    with autocast(device, precision):
+        fused = generator.fuse(ir_t, vi_t)[0]
+    return fused[:, 0].float().cpu().numpy()
 
 
 def compose_output(source: SourcePair, fused_y: np.ndarray, rounding: str = "truncate") -> np.ndarray:
@@ -66,10 +91,14 @@ def compose_output(source: SourcePair, fused_y: np.ndarray, rounding: str = "tru
 
 
 def fuse_pair(
-    generator: Generator, pair: ImagePair, rounding: str = "truncate", tiles: TileConfig | None = TileConfig()
+    generator: Generator,
+    pair: ImagePair,
+    rounding: str = "truncate",
+    tiles: TileConfig | None = TileConfig(),
+    precision: str = "fp32",
 ) -> np.ndarray:
     source = load_pair(pair)
-    return compose_output(source, fuse_luma(generator, source.ir, source.vis_y, tiles), rounding)
+    return compose_output(source, fuse_luma(generator, source.ir, source.vis_y, tiles, precision), rounding)
 
 
 @dataclass
@@ -84,6 +113,8 @@ def fuse_pairs(
     out_dir: str | os.PathLike,
     rounding: str = "truncate",
     progress: bool = True,
+    tiles: TileConfig | None = TileConfig(),
+    precision: str = "fp32",
 ) -> FuseReport:
     """Fuse every pair into ``out_dir/<stem>.png``. A bad pair is reported and skipped; each
     output is written atomically, so an interrupted run leaves only complete images."""
@@ -93,7 +124,7 @@ def fuse_pairs(
     report = FuseReport([], [])
     for pair in tqdm(pairs, desc="fuse", unit="pair", disable=not progress):
         try:
-            image = fuse_pair(generator, pair, rounding)
+            image = fuse_pair(generator, pair, rounding, tiles, precision)
         except ImageError as exc:
             report.failed.append(str(exc))
             continue
@@ -109,8 +140,62 @@ def fuse_folder(
     device: str = "cpu",
     rounding: str = "truncate",
     progress: bool = True,
+    tiles: TileConfig | None = TileConfig(),
+    precision: str = "fp32",
 ) -> FuseReport:
-    """The ``dwsfusion fuse`` step: checkpoint + folders -> fused PNGs named by stem."""
+    """The folder form of ``dwsfusion fuse``: checkpoint + folders -> fused PNGs named by stem."""
     pairs, _ = find_pairs(ir_dir, vi_dir, strict=True)
     generator = load_generator(checkpoint).to(device)
-    return fuse_pairs(generator, pairs, out_dir, rounding, progress)
+    return fuse_pairs(generator, pairs, out_dir, rounding, progress, tiles, precision)
+
+
+def fuse_and_score(
+    generator: Generator,
+    pairs: list[ImagePair],
+    out_dir: str | os.PathLike,
+    metrics: tuple[str, ...] = (),
+    rounding: str = "truncate",
+    tiles: TileConfig | None = TileConfig(),
+    precision: str = "fp32",
+    max_pixels: int | None = None,
+) -> list[dict]:
+    """A batch fusion worker's call: decode ``pairs``, fuse those of one size (and not tiled)
+    in one forward, write each ``<stem>.png`` atomically and score it with ``metrics`` (on the
+    generator's device when that is a GPU). Returns one row per pair, in order: ``name``, the
+    metrics and ``seconds``, or ``name`` and ``error`` (the file and the reason)."""
+    import time
+
+    from .color import check_header_pixels
+    from .evaluate import score_fused
+
+    device = str(next(generator.parameters()).device)
+    rows: dict[str, dict] = {}
+    groups: dict[tuple, list] = {}
+    for pair in pairs:
+        started = time.perf_counter()
+        try:
+            if max_pixels is not None:
+                check_header_pixels(pair.ir, max_pixels)
+                check_header_pixels(pair.vi, max_pixels)
+            source = load_pair(pair)
+        except (ImageError, OSError) as exc:
+            rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
+            continue
+        tiled = tiles is not None and tiles.wants_tiles(*source.ir.shape)
+        groups.setdefault(("tiled", pair.stem) if tiled else source.ir.shape, []).append((pair, source, started))
+    for key, members in groups.items():
+        if key[0] == "tiled":
+            fused = [fuse_luma(generator, members[0][1].ir, members[0][1].vis_y, tiles, precision)]
+        else:
+            irs, vis = np.stack([m[1].ir for m in members]), np.stack([m[1].vis_y for m in members])
+            fused = fuse_luma_batch(generator, irs, vis, precision)
+        for (pair, source, started), luma in zip(members, fused, strict=True):
+            try:
+                image = compose_output(source, luma, rounding)
+                write_image(Path(out_dir) / f"{pair.stem}.png", image)
+                row = {"name": pair.stem, **score_fused(pair, image, metrics, device)}
+            except (ImageError, OSError) as exc:
+                rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
+                continue
+            rows[pair.stem] = {**row, "seconds": time.perf_counter() - started}
+    return [rows[pair.stem] for pair in pairs]

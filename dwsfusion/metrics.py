@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "CC", "VIF", "Qabf", "Nabf", "SSIM", "MS-SSIM", "PSNR", "MSE")
+from .constants import METRIC_NAMES
+
 _EPS = 1e-8
 
 

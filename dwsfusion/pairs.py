@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .color import IMAGE_SUFFIXES
+from .errors import UsageError
 
 VIS_FOLDER_NAMES = ("vi", "vis", "visible")
 IR_FOLDER_NAMES = ("ir", "infrared")
 
 
-class PairError(ValueError):
+class PairError(UsageError):
     """Pairing failed: the message names the folder or file and the reason."""
 
 

@@ -82,8 +82,13 @@ def image_alpha(generator: Generator, ir: np.ndarray, vis: np.ndarray, size: int
 
 
 @torch.inference_mode()
-def fuse_luma_tiled(generator: Generator, ir: np.ndarray, vis: np.ndarray, tiles: TileConfig) -> np.ndarray:
-    """(H, W) luma planes in [0, 1] -> fused (H, W) float32, tile by tile."""
+def fuse_luma_tiled(
+    generator: Generator, ir: np.ndarray, vis: np.ndarray, tiles: TileConfig, precision: str = "fp32"
+) -> np.ndarray:
+    """(H, W) luma planes in [0, 1] -> fused (H, W) float32, tile by tile (``precision`` as in
+    ``dwsfusion.fuse.autocast``; the whole-image alpha is always summed in float64)."""
+    from .fuse import autocast
+
     device = next(generator.parameters()).device
     height, width = ir.shape
     alpha = image_alpha(generator, ir, vis, tiles.size)
@@ -97,7 +102,8 @@ def fuse_luma_tiled(generator: Generator, ir: np.ndarray, vis: np.ndarray, tiles
             right = min(left + tiles.size, width)
             cols = _ramp(right - left, tiles.overlap, j > 0, j < len(lefts) - 1)
             window = (slice(top, bottom), slice(left, right))
-            out = generator.fuse(_as_tensor(ir[window], device), _as_tensor(vis[window], device), alpha)[0]
+            with autocast(device, precision):
+                out = generator.fuse(_as_tensor(ir[window], device), _as_tensor(vis[window], device), alpha)[0]
             blend = np.outer(rows, cols)
             fused[window] += out[0, 0].float().cpu().numpy() * blend
             weight[window] += blend

@@ -18,7 +18,6 @@ written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tarfile
@@ -28,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from dwsfusion.color import IMAGE_SUFFIXES, MAX_PIXELS
+from dwsfusion.color import IMAGE_SUFFIXES, MAX_PIXELS, header_pixels
+from dwsfusion.errors import UsageError
 from dwsfusion.files import atomic_path
 from dwsfusion.pairs import IR_FOLDER_NAMES, VIS_FOLDER_NAMES
 
@@ -80,25 +80,6 @@ def member_target(name: str) -> tuple[str, str] | str:
     return "not an image under an ir/ or vi/ folder (skipped)"
 
 
-def image_pixels(head: bytes) -> int | None:
-    """Width x height from an image header (Pillow reads the header only), None if unknown."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(head)) as image:
-            return image.width * image.height
-    except Exception:  # noqa: BLE001 - a header Pillow cannot parse is left to the decoder's checks
-        return None
-
-
-def check_pixels(path: str | os.PathLike, limit: int) -> None:
-    """Refuse an image file whose header declares more than ``limit`` pixels (before decoding)."""
-    with open(path, "rb") as handle:
-        pixels = image_pixels(handle.read(1 << 16))
-    if pixels is not None and pixels > limit:
-        raise ValueError(f"{path}: header declares {pixels} pixels, above the limit of {limit}")
-
-
 class _Budget:
     def __init__(self, limits: ArchiveLimits):
         self.limits, self.members, self.total = limits, 0, 0
@@ -122,7 +103,7 @@ def _copy_limited(source: BinaryIO, target: Path, budget: _Budget) -> str | None
                     raise _Refusal(f"total uncompressed size would exceed {limits.max_total_bytes} bytes")
                 if not head:
                     head = chunk[: 1 << 16]
-                    pixels = image_pixels(head)
+                    pixels = header_pixels(head)
                     if pixels is not None and pixels > limits.max_pixels:
                         raise _Refusal(f"image header declares {pixels} pixels, above the limit of {limits.max_pixels}")
                 out.write(chunk)
@@ -163,7 +144,7 @@ def extract_pairs(archive: str | os.PathLike, dest: str | os.PathLike, limits: A
     archive, dest = Path(archive), Path(dest)
     kind = archive_kind(archive)
     if kind is None:
-        raise ValueError(f"{archive}: not a .tar, .tar.gz, .tgz or .zip archive")
+        raise UsageError(f"{archive}: not a .tar, .tar.gz, .tgz or .zip archive")
     for folder in ("ir", "vi"):
         (dest / folder).mkdir(parents=True, exist_ok=True)
     members = _zip_members(archive) if kind == "zip" else _tar_members(archive)
@@ -197,7 +178,7 @@ def write_archive(files: list[Path], root: Path, target: str | os.PathLike) -> P
     target = Path(target)
     kind = archive_kind(target)
     if kind is None:
-        raise ValueError(f"{target}: output archive must end in .tar, .tar.gz, .tgz or .zip")
+        raise UsageError(f"{target}: output archive must end in .tar, .tar.gz, .tgz or .zip")
     with atomic_path(target) as tmp:
         if kind == "zip":
             # PNGs are compressed already: store them; text members are deflated.

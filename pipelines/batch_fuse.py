@@ -16,43 +16,43 @@ sees (NFS), or SRC an ``s3://``/``gs://`` archive (the driver copies it into the
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import field_validator
 
-from dwsfusion.color import ImageError
+from dwsfusion.errors import UsageError
 from dwsfusion.evaluate import write_rows_csv
 from dwsfusion.files import atomic_path, atomic_write
-from dwsfusion.metrics import METRIC_NAMES
 from dwsfusion.pairs import ImagePair, PairError, find_pairs, resolve_source
 from dwsfusion.tiling import TileConfig
 
-from .archives import ArchiveLimits, Refused, archive_kind, extract_pairs, read_archive_member, write_archive
+from .archives import Refused, archive_kind, extract_pairs, read_archive_member, write_archive
+from .config import FuseSettings, filesystem_output
 
 MANIFEST = "manifest.json"
 METRICS_CSV = "metrics.csv"
 ROWS = ".rows"
 
 
-@dataclass(frozen=True)
-class FuseJob:
+class FuseJob(FuseSettings):
+    """One batch fusion: the settings, what to fuse, where to, and with which model."""
+
     input: str  # folder (ir/ + vi/ or MSRS test/), or archive path / URI
-    output: str  # folder, or .tar / .tar.gz / .tgz / .zip
+    output: str  # folder, or .tar / .tar.gz / .tgz / .zip, on a filesystem every actor reaches
     model: str | None = None  # models:/name@alias, models:/name/3, runs:/...
     checkpoint: str | None = None  # or a checkpoint file (ours or the release's)
     tracking_uri: str | None = None
-    actors: int | None = None  # default: the GPUs (use_gpu) or CPUs / cpus_per_actor
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
-    metrics: tuple[str, ...] = METRIC_NAMES  # () for none
-    rounding: str = "truncate"
-    tiles: TileConfig = TileConfig()
-    limits: ArchiveLimits = ArchiveLimits()
+
+    @field_validator("output")
+    @classmethod
+    def _a_filesystem_path(cls, value: str) -> str:
+        return filesystem_output(value)
 
 
 @dataclass
@@ -69,7 +69,7 @@ def resolve_model(job: FuseJob) -> dict:
     """Pin the model: an alias is resolved to its version now, so every actor (and a resumed
     run) uses the same weights even if the alias moves meanwhile."""
     if (job.model is None) == (job.checkpoint is None):
-        raise ValueError("give exactly one of --model URI or --checkpoint PATH")
+        raise UsageError("give exactly one of --model URI or --checkpoint PATH")
     if job.checkpoint:
         path = Path(job.checkpoint).resolve()
         if not path.is_file():
@@ -80,7 +80,9 @@ def resolve_model(job: FuseJob) -> dict:
     from mlflow import MlflowClient
 
     if job.tracking_uri:
-        mlflow.set_tracking_uri(job.tracking_uri)
+        from .runtime import use_tracking
+
+        use_tracking(job.tracking_uri)
     info = {"kind": "mlflow", "uri": job.model, "tracking_uri": mlflow.get_tracking_uri()}
     if job.model.startswith("models:/") and "@" in job.model:
         name, alias = job.model.removeprefix("models:/").split("@", 1)
@@ -89,7 +91,7 @@ def resolve_model(job: FuseJob) -> dict:
         try:
             version = MlflowClient().get_model_version_by_alias(name, alias)
         except MlflowException as exc:
-            raise ValueError(f"{job.model}: no such registered model or alias ({exc.message})") from None
+            raise UsageError(f"{job.model}: no such registered model or alias ({exc.message})") from None
         info.update(name=name, alias=alias, version=version.version, uri=f"models:/{name}/{version.version}")
         info["run_id"] = version.run_id
     return info
@@ -110,7 +112,8 @@ def load_model(model: dict):
 
 
 class FuseActor:
-    """One model replica: fuse, write the PNG, score, then write the row (the 'done' mark)."""
+    """One model replica: fuse, write the PNG, score, then write the row (the 'done' mark).
+    A call gets up to ``batch_size`` pairs; those of one size (and not tiled) share a forward."""
 
     def __init__(
         self,
@@ -121,41 +124,42 @@ class FuseActor:
         tiles: dict,
         max_pixels: int,
         threads: int,
+        precision: str = "fp32",
+        verbose: bool = False,
     ):
         import torch
 
+        from .runtime import quiet_libraries
+
+        quiet_libraries(verbose)
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = load_model(model).to(self.device)
         self.out_dir, self.metrics, self.rounding = Path(out_dir), tuple(metrics), rounding
-        self.tiles, self.max_pixels = TileConfig(**tiles), max_pixels
+        self.tiles, self.max_pixels, self.precision = TileConfig(**tiles), max_pixels, precision
 
-    def fuse_one(self, pair: ImagePair) -> dict:
-        from dwsfusion.color import write_image
-        from dwsfusion.evaluate import score_fused
-        from dwsfusion.fuse import fuse_pair
+    def fuse_many(self, pairs: list[ImagePair]) -> list[dict]:
+        """Fuse, write and score (``dwsfusion.fuse.fuse_and_score``), then write each done
+        pair's row: only then is the pair done."""
+        import ray
 
-        from .archives import check_pixels
+        from dwsfusion.fuse import fuse_and_score
 
-        started = time.perf_counter()
-        try:
-            check_pixels(pair.ir, self.max_pixels)
-            check_pixels(pair.vi, self.max_pixels)
-            fused = fuse_pair(self.generator, pair, self.rounding, self.tiles)
-            write_image(self.out_dir / f"{pair.stem}.png", fused)
-            row = {"name": pair.stem, **score_fused(pair, fused, self.metrics)}
-        except (ImageError, ValueError, OSError) as exc:
-            return {"name": pair.stem, "error": str(exc)}
-        row["seconds"] = time.perf_counter() - started
-        atomic_write(self.out_dir / ROWS / f"{pair.stem}.json", json.dumps(row))
-        return row
+        settings = (self.metrics, self.rounding, self.tiles, self.precision, self.max_pixels)
+        rows = fuse_and_score(self.generator, pairs, self.out_dir, *settings)
+        node = ray.get_runtime_context().get_node_id()[:12]  # which node fused it: the manifest counts them
+        for row in rows:
+            if "error" not in row:
+                row["node"] = node
+                atomic_write(self.out_dir / ROWS / f"{row['name']}.json", json.dumps(row))
+        return rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = [
-            self.fuse_one(ImagePair(str(stem), Path(str(ir)), Path(str(vi))))
+        pairs = [
+            ImagePair(str(stem), Path(str(ir)), Path(str(vi)))
             for stem, ir, vi in zip(batch["stem"], batch["ir"], batch["vi"], strict=True)
         ]
-        return {"row": [json.dumps(r) for r in rows]}
+        return {"row": [json.dumps(r) for r in self.fuse_many(pairs)]}
 
 
 # ------------------------------------------------------------------ inputs
@@ -213,7 +217,13 @@ def gather_pairs(job: FuseJob, work: Path) -> tuple[list[ImagePair], list[Refuse
 
 # ------------------------------------------------------------------ the run
 def _settings(job: FuseJob) -> dict:
-    return {"metrics": list(job.metrics), "rounding": job.rounding, "tiles": asdict(job.tiles)}
+    """What decides the images and rows (a re-run with other settings is refused)."""
+    return {
+        "metrics": list(job.metrics),
+        "rounding": job.rounding,
+        "tiles": asdict(job.tiles),
+        "precision": job.precision,
+    }
 
 
 def _same_run(manifest: dict | None, model: dict, settings: dict, identity: dict | None = None) -> bool:
@@ -236,10 +246,10 @@ def _run_actors(job: FuseJob, model: dict, todo: list[ImagePair], out_dir: Path,
     import ray
     from tqdm import tqdm
 
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING)
+    from . import runtime
+
+    runtime.ensure_ray(dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts pairs, not blocks
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     actors = job.actors or _default_actors(job)
     actors = min(actors, len(todo))
     items = [{"stem": p.stem, "ir": str(p.ir.resolve()), "vi": str(p.vi.resolve())} for p in todo]
@@ -253,8 +263,10 @@ def _run_actors(job: FuseJob, model: dict, todo: list[ImagePair], out_dir: Path,
             "tiles": asdict(job.tiles),
             "max_pixels": job.limits.max_pixels,
             "threads": int(max(1, job.cpus_per_actor)),
+            "precision": job.precision,
+            "verbose": runtime.VERBOSE,
         },
-        batch_size=1,
+        batch_size=job.batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         num_cpus=job.cpus_per_actor,
         num_gpus=job.gpus_per_actor,
@@ -309,6 +321,7 @@ def batch_fuse(job: FuseJob, progress: bool = True) -> FuseResult:
             "failed": len(errors),
             "refused": len(refused),
         },
+        "nodes": dict(collections.Counter(r.get("node", "?") for r in rows)),  # pairs fused per Ray node
         "failures": failures,
         "seconds": time.perf_counter() - started,
     }

@@ -1,81 +1,224 @@
-"""The ``dwsfusion`` console script: the library's verbs plus the Ray-backed stages."""
+"""``dwsfusion <verb>``: the one command line of the project, defined here and only here.
+
+Verbs: samples, fuse, evaluate, quickstart (no Ray); prep, train, tune, register, pipeline.
+Options that set a stage's settings are generated from that stage's settings model (one
+definition: names, types, defaults and help), so the CLI, the Python API and the workflow
+config cannot disagree. Dispatch is by the verb's name (``args.verb``, ``args.action``),
+never by an attribute an option could also set. Handlers import their stage lazily: the
+library verbs work without Ray or MLflow.
+
+Exit status: 0 done; 1 done, but some inputs failed (each named on stderr); 2 nothing done,
+a usage problem (named on stderr: a file, a setting, a held lock).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
 
-from dwsfusion.cli import main as core_main
+from pydantic import BaseModel
 
-from .config import tracking_uri
+from data_prep.config import PrepSettings
+from dwsfusion.errors import UsageError
+
+from .config import FuseSettings, RegisterSettings, SamplesSettings, validate
+from .runtime import how_to_see, output_path, set_verbosity, tracking_uri
+
+DISPATCH_DESTS = ("verb", "action")  # the parser's own: no option may use them (tested)
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db under the home)"
 
 
-def _prep(args: argparse.Namespace) -> int:
-    from data_prep import PrepConfig, run_prep
+# ------------------------------------------------------------------ options from settings models
+def _scalar(annotation) -> tuple[type | None, tuple | None, bool]:
+    """(argparse type, choices, is_list) of a settings field's annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _scalar(inner[0])
+    if origin is typing.Literal:
+        return str, typing.get_args(annotation), False
+    if origin is tuple:
+        return str, None, True
+    return annotation, None, False
 
-    config = PrepConfig(
-        source=str(args.source),
-        out=args.out,
-        patch_size=args.patch_size,
-        stride=args.stride,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        pairs_per_task=args.pairs_per_task,
-    )
-    run_prep(config)  # rejected pairs are printed and listed in the manifest; they do not fail the run
+
+def add_settings(parser: argparse.ArgumentParser, model: type[BaseModel], only: tuple[str, ...] | None = None) -> None:
+    """One ``--field-name`` option per field of ``model`` (or of ``only``), default and help
+    from the model. Options not given stay absent (the model supplies its own default)."""
+    for name, field in model.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        kind, choices, is_list = _scalar(field.annotation)
+        default = field.default
+        shown = ",".join(default) if is_list and default else default
+        text = f"{field.description or name.replace('_', ' ')} (default: {shown})"
+        flag = "--" + name.replace("_", "-")
+        absent = argparse.SUPPRESS
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=absent, help=text)
+        elif is_list:
+            parser.add_argument(flag, dest=name, metavar="A,B,...", default=absent, help=text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, choices=choices, default=absent, help=text)
+
+
+def settings_from(args: argparse.Namespace, model: type[BaseModel], **extra):
+    """``model`` from the options given for its fields (comma lists split) plus ``extra``."""
+    tree = {}
+    for name, field in model.model_fields.items():
+        if name in vars(args):
+            value = getattr(args, name)
+            if _scalar(field.annotation)[2] and isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            tree[name] = value
+    return validate(model, {**tree, **extra})
+
+
+def _add_console(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="no progress bars, only results and errors")
+    group.add_argument("--verbose", action="store_true", help="also Ray's own logs and per-report metrics")
+
+
+# ------------------------------------------------------------------ the library verbs (no Ray)
+def _samples(args: argparse.Namespace) -> int:
+    from dwsfusion.samples import write_samples
+
+    settings = settings_from(args, SamplesSettings)
+    out = write_samples(output_path(args.out, "--out"), settings.count, settings.seed)
+    print(f"wrote {settings.count} synthetic pair(s) to {out.resolve()}/ir and {out.resolve()}/vi")
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig, load_config
-    from .train import run_training
+def _evaluate(args: argparse.Namespace) -> int:
+    from dwsfusion.evaluate import evaluate_folders, write_csv
 
-    config = load_config(TrainConfig, args.config, args.overrides)
-    result = run_training(config, resume=args.resume)
-    metrics = result.metrics
-    print(f"finished at epoch {metrics.get('epoch')}: val_loss {metrics.get('val_loss', float('nan')):.4f}")
-    print(f"last checkpoint: {result.checkpoint}")
-    print(f"MLflow run:      {result.mlflow_run_id} ({config.tracking_uri()})")
-    print(f"MLflow UI:       mlflow ui --backend-store-uri {config.tracking_uri()}")
-    return 0
+    evaluation = evaluate_folders(args.ir, args.vi, args.fused, progress=not args.quiet)
+    if args.csv:
+        path = write_csv(evaluation, output_path(args.csv, "--csv"))
+        print(f"wrote {len(evaluation.rows)} row(s) to {path.resolve()}")
+    print(evaluation.table())
+    for problem in evaluation.failed:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if evaluation.failed else 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from dwsfusion.quickstart import run_quickstart
+    from dwsfusion.quicktrain import QuickTrainConfig
+
+    train = QuickTrainConfig(steps=args.steps) if args.steps else QuickTrainConfig()
+    workdir = output_path(args.workdir, "--workdir")
+    result = run_quickstart(workdir, args.source, args.checkpoint, train, not args.quiet)
+    print("\nMean metrics over the pairs (DWSFusion vs. pixel-wise baselines):")
+    print(result["table"])
+    print(f"\ncheckpoint:  {Path(result['checkpoint']).resolve()}")
+    print(f"fused:       {Path(result['fused_dir']).resolve()}")
+    print(f"metrics CSV: {Path(result['metrics_csv']).resolve()}")
+    return 1 if result["failed"] else 0
+
+
+# ------------------------------------------------------------------ fuse: two forms, one verb
+FOLDER_FORM = ("ir", "vi", "out", "device")
+BATCH_FORM = (
+    "input",
+    "output",
+    "model",
+    "tracking_uri",
+    "actors",
+    "cpus_per_actor",
+    "gpus_per_actor",
+    "metrics",
+    "batch_size",
+    "max_members",
+    "max_member_mb",
+    "max_total_gb",
+    "max_pixels",
+)
+TILE_OPTIONS = {"tile_size": "size", "tile_overlap": "overlap", "tile_above": "above_pixels"}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _fuse_form(given: set[str]) -> str:
+    """'folder' or 'batch' from the options given; a UsageError naming any misplaced option."""
+    folder, batch = sorted(given & set(FOLDER_FORM)), sorted(given & set(BATCH_FORM))
+    if batch and folder:
+        form_flags = " ".join(_flag(d) for d in folder)
+        raise UsageError(
+            f"{form_flags} belong to the folder form (--checkpoint C --ir DIR --vi DIR --out DIR) and "
+            f"{' '.join(_flag(d) for d in batch)} to the batch form (--input SRC --output DST with --model "
+            "or --checkpoint): use one form"
+        )
+    form = "batch" if batch else "folder"
+    required = ("input", "output") if form == "batch" else ("checkpoint", "ir", "vi", "out")
+    missing = [_flag(d) for d in required if d not in given]
+    if missing:
+        usage = (
+            "the batch form takes --input SRC --output DST and --model URI or --checkpoint C"
+            if form == "batch"
+            else "the folder form takes --checkpoint C --ir DIR --vi DIR --out DIR"
+        )
+        raise UsageError(f"missing {' '.join(missing)}: {usage}")
+    return form
+
+
+def _tiles(args: argparse.Namespace):
+    from dwsfusion.tiling import TileConfig
+
+    given = {field: getattr(args, dest) for dest, field in TILE_OPTIONS.items() if hasattr(args, dest)}
+    try:
+        return TileConfig(**given)
+    except ValueError as exc:
+        raise UsageError(f"tiles: {exc}") from None
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    """Folder form (--ir/--vi/--out, no Ray) or batch form (--input/--output, Ray Data)."""
-    if args.input is None and args.output is None:
-        missing = [f"--{k}" for k in ("checkpoint", "ir", "vi", "out") if getattr(args, k) is None]
-        if missing or args.model:
-            raise ValueError("give --input SRC --output DST (batch), or --checkpoint --ir --vi --out (folders)")
-        from dwsfusion.cli import _fuse as fuse_folders
+    given = set(vars(args)) - {"verb", "quiet", "verbose"}
+    if _fuse_form(given) == "folder":
+        from dwsfusion.fuse import fuse_folder
 
-        return fuse_folders(args)
-    if args.input is None or args.output is None or args.ir or args.vi or args.out:
-        raise ValueError("batch fusion takes --input SRC and --output DST (not --ir/--vi/--out)")
-    from dwsfusion.metrics import METRIC_NAMES
-    from dwsfusion.tiling import TileConfig
+        out = output_path(args.out, "--out")
+        report = fuse_folder(
+            args.checkpoint,
+            args.ir,
+            args.vi,
+            out,
+            getattr(args, "device", "cpu"),
+            getattr(args, "rounding", "truncate"),
+            not args.quiet,
+            _tiles(args),
+            getattr(args, "precision", "fp32"),
+        )
+        print(f"fused {len(report.written)} pair(s) into {out.resolve()}")
+        for problem in report.failed:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1 if report.failed else 0
 
     from .archives import ArchiveLimits
     from .batch_fuse import FuseJob, batch_fuse
 
-    metrics = (
-        () if args.metrics == "none" else METRIC_NAMES if args.metrics == "all" else tuple(args.metrics.split(","))
+    defaults = ArchiveLimits()
+    limits = ArchiveLimits(
+        getattr(args, "max_members", defaults.max_members),
+        getattr(args, "max_member_mb", defaults.max_member_bytes >> 20) << 20,
+        getattr(args, "max_total_gb", defaults.max_total_bytes >> 30) << 30,
+        getattr(args, "max_pixels", defaults.max_pixels),
     )
-    unknown = sorted(set(metrics) - set(METRIC_NAMES))
-    if unknown:
-        raise ValueError(f"--metrics: unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)}")
-    job = FuseJob(
-        input=args.input,
-        output=args.output,
-        model=args.model,
-        checkpoint=str(args.checkpoint) if args.checkpoint else None,
-        tracking_uri=tracking_uri(args.tracking_uri) if args.model else None,
-        actors=args.actors,
-        cpus_per_actor=args.cpus_per_actor,
-        gpus_per_actor=args.gpus_per_actor,
-        metrics=metrics,
-        rounding=args.rounding,
-        tiles=TileConfig(args.tile_size, args.tile_overlap, args.tile_above),
-        limits=ArchiveLimits(args.max_members, args.max_member_mb << 20, args.max_total_gb << 30, args.max_pixels),
+    model = getattr(args, "model", None)
+    job = settings_from(
+        args,
+        FuseJob,
+        tiles=_tiles(args),
+        limits=limits,
+        output=str(output_path(args.output, "--output")),
+        tracking_uri=tracking_uri(getattr(args, "tracking_uri", None)) if model else None,
     )
     result = batch_fuse(job, progress=not args.quiet)
     counts = result.manifest.get("counts", {})
@@ -84,26 +227,79 @@ def _fuse(args: argparse.Namespace) -> int:
     )
     for problem in result.failures:
         print(f"refused/failed: {problem}", file=sys.stderr)
-    print(f"output:   {result.output} (metrics.csv and manifest.json inside)")
+    print(f"output:   {Path(result.output).resolve()} (metrics.csv and manifest.json inside)")
     return 1 if counts.get("failed") else 0
 
 
-def _register(args: argparse.Namespace) -> int:
-    from .registry import GateConfig, register_model
+def _add_fuse(verbs: argparse._SubParsersAction) -> None:
+    from dwsfusion.color import MAX_PIXELS
+    from dwsfusion.tiling import TileConfig
 
-    gate = GateConfig(tuple(args.gate_metrics.split(",")), args.tolerance, args.eval_source)
-    result = register_model(
-        run_id=args.run,
-        checkpoint=args.checkpoint,
-        name=args.name,
-        alias=args.alias,
-        gate=gate,
-        tracking_uri=tracking_uri(args.tracking_uri),
+    from .archives import ArchiveLimits
+
+    p = verbs.add_parser(
+        "fuse",
+        help="fuse IR/VIS pairs: folders with a checkpoint, or folders/archives on Ray actors",
+        description="Folder form (one process, no Ray): --checkpoint C --ir DIR --vi DIR --out DIR [--device cuda]. "
+        "Batch form (Ray Data actors): --input SRC --output DST with --model models:/NAME@ALIAS or --checkpoint C; "
+        "SRC is a folder with ir/ + vi/ or a .tar/.tar.gz/.zip (path or URI), DST a folder or archive. An option of "
+        "one form given to the other is refused.",
+        argument_default=argparse.SUPPRESS,  # given options only: each form checks what it was given
     )
-    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    print(f"registered {result.name} version {result.version} -> @{result.alias}: {result.reason}")
-    print(f"metrics on the evaluation set: {figures}")
-    print(f"use it:  dwsfusion fuse --model models:/{result.name}@{result.alias} --input SRC --output DST")
+    p.add_argument("--checkpoint", help="our checkpoint or the authors' .pth (both forms)")
+    p.add_argument("--rounding", choices=("truncate", "round"), help="float -> integer pixels (default: truncate)")
+    add_settings(p, FuseSettings, only=("precision",))
+    tiles = TileConfig()
+    p.add_argument("--tile-size", type=int, help=f"tile side for large images (default: {tiles.size})")
+    p.add_argument("--tile-overlap", type=int, help=f"blended band between tiles (default: {tiles.overlap})")
+    p.add_argument("--tile-above", type=int, help=f"tile images with more pixels (default: {tiles.above_pixels})")
+    folder = p.add_argument_group("folder form")
+    folder.add_argument("--ir", type=Path, help="folder of infrared images")
+    folder.add_argument("--vi", type=Path, help="folder of visible images (same stems)")
+    folder.add_argument("--out", type=Path, help="folder for <stem>.png")
+    folder.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    batch = p.add_argument_group("batch form")
+    batch.add_argument("--input", help="folder with ir/ + vi/, or .tar / .tar.gz / .zip (path or URI)")
+    batch.add_argument("--output", help="folder, or .tar / .tar.gz / .zip")
+    batch.add_argument("--model", help="MLflow model URI, e.g. models:/dwsfusion@champion")
+    batch.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db)"
+    )
+    add_settings(batch, FuseSettings, only=("actors", "cpus_per_actor", "gpus_per_actor", "batch_size", "metrics"))
+    limits = ArchiveLimits()
+    batch.add_argument("--max-members", type=int, help=f"archive: most members read (default: {limits.max_members})")
+    batch.add_argument(
+        "--max-member-mb", type=int, help=f"archive: largest member (default: {limits.max_member_bytes >> 20})"
+    )
+    batch.add_argument(
+        "--max-total-gb", type=int, help=f"archive: most GiB extracted (default: {limits.max_total_bytes >> 30})"
+    )
+    batch.add_argument("--max-pixels", type=int, help=f"largest image, from its header (default: {MAX_PIXELS})")
+    p.set_defaults(quiet=False, verbose=False)
+    _add_console(p)
+
+
+# ------------------------------------------------------------------ Ray-backed verbs
+def _prep(args: argparse.Namespace) -> int:
+    from data_prep import PrepConfig, run_prep
+
+    out = args.out if "://" in args.out else str(output_path(args.out, "--out"))
+    run_prep(settings_from(args, PrepConfig, source=str(args.source), out=out))  # rejected pairs are listed
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, load_config
+    from .train import run_training
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    result = run_training(config, resume=args.resume, progress=not args.quiet)
+    metrics = result.metrics
+    print(f"finished at epoch {metrics.get('epoch')}: val_loss {metrics.get('val_loss', float('nan')):.4f}")
+    print(f"last checkpoint: {result.checkpoint}")
+    print(f"MLflow run:      {result.mlflow_run_id} ({config.tracking_uri()})")
+    print(f"register it:     dwsfusion register --run {result.mlflow_run_id} --tracking-uri {config.tracking_uri()}")
+    print(f"see it:          {how_to_see(config.tracking_uri())}")
     return 0
 
 
@@ -113,56 +309,21 @@ def _tune(args: argparse.Namespace) -> int:
     from .config import load_config
 
     overrides = list(args.overrides)
-    for flag, key in (
-        ("num_samples", "num_samples"),
-        ("max_concurrent", "max_concurrent"),
-        ("scheduler", "scheduler"),
-        ("search_alg", "search_alg"),
-    ):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
+    for key in ("num_samples", "max_concurrent", "scheduler", "search_alg"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={getattr(args, key)}")
     config = load_config(SweepConfig, args.config, overrides)
-    result = run_sweep(config, resume=args.resume)
+    result = run_sweep(config, resume=args.resume, progress=not args.quiet)
     columns = ["trial", "status", "epochs", *config.space, "best_val_score"]
     print("\n" + "  ".join(f"{c:>16}" for c in columns))
     for row in result.table:
         print("  ".join(f"{_cell(row[c]):>16}" for c in columns))
+    uri = config.train.tracking_uri()
     print(f"\nbest val_score {result.best_score:.4f} with {result.best_params}")
-    print(f"best trial's MLflow run: {result.best_run_id}  (register: dwsfusion register --run {result.best_run_id})")
+    print(f"best trial's MLflow run: {result.best_run_id}")
+    print(f"register it:  dwsfusion register --run {result.best_run_id} --tracking-uri {uri}")
     print(f"best trial's checkpoint: {result.best_checkpoint}")
-    print(f"sweep: {result.path}; MLflow parent run {result.parent_run_id} ({config.train.tracking_uri()})")
-    return 0
-
-
-def _pipeline(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .workflow import WorkflowConfig, load_workflow, plan, run_workflow, workflow_root
-
-    if args.action == "run":
-        config = load_config(WorkflowConfig, args.config, args.overrides)
-        workflow_id = args.workflow_id or config.name
-    else:
-        workflow_id = args.workflow_id
-        config = load_workflow(args.storage, workflow_id)
-    root = workflow_root(config, workflow_id)
-    if args.action == "status":
-        for state in plan(config, root):
-            seconds = state.record.get("seconds")
-            when = f"{seconds:8.1f} s" if seconds is not None else "        -"
-            print(f"{state.step.name:<9} {'done' if state.done else 'pending':<8} {when}  {state.folder}")
-        return 0
-    states = run_workflow(config, workflow_id)
-    outputs = {s.step.provides: s.record.get("outputs", {}) for s in states}
-    print(f"\nworkflow {workflow_id}: {root}")
-    print(outputs["evaluate"].get("table", ""))
-    print(f"\nfused images:  {outputs['fuse'].get('output')}  (metrics.csv, manifest.json beside them)")
-    print(f"metric table:  {outputs['evaluate'].get('metrics_csv')}")
-    print(
-        f"model:         {outputs['register'].get('model_uri')} (@{outputs['register'].get('alias')}: "
-        f"{outputs['register'].get('reason')})"
-    )
-    print(f"MLflow UI:     mlflow ui --backend-store-uri {config.tracking_uri()}")
-    print(f"status:        dwsfusion pipeline status {workflow_id} --storage {config.storage}")
+    print(f"sweep: {result.path}; MLflow parent run {result.parent_run_id}; see it: {how_to_see(uri)}")
     return 0
 
 
@@ -170,98 +331,163 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def add_pipeline_verbs(verbs: argparse._SubParsersAction) -> None:
-    from data_prep.config import DEFAULT_PATCH, DEFAULT_STRIDE
-    from dwsfusion.cli import add_fuse_arguments
-    from dwsfusion.color import MAX_PIXELS
-    from dwsfusion.tiling import TileConfig
+def _register(args: argparse.Namespace) -> int:
+    from .registry import register_model
 
-    p = verbs.add_parser(
-        "fuse",
-        help="fuse pairs: folders with a checkpoint, or a folder/archive with a registered model on Ray",
-        description="Folder form: --checkpoint C --ir DIR --vi DIR --out DIR (one process). Batch form: "
-        "(--model models:/NAME@ALIAS | --checkpoint C) --input SRC --output DST, where SRC is a folder with "
-        "ir/ + vi/ or a .tar/.tar.gz/.zip (local or URI) and DST a folder or archive (Ray Data actors).",
-    )
-    add_fuse_arguments(p, required=False)
-    p.add_argument("--model", help="MLflow model URI, e.g. models:/dwsfusion@champion")
-    p.add_argument("--input", help="batch: folder with ir/ + vi/, or .tar / .tar.gz / .zip (path or URI)")
-    p.add_argument("--output", help="batch: folder, or .tar / .tar.gz / .zip")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    p.add_argument("--actors", type=int, help="model replicas (default: one per GPU, else per CPU)")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0)
-    p.add_argument("--gpus-per-actor", type=float, default=0.0)
-    p.add_argument("--metrics", default="all", help="all, none, or a comma list (e.g. Qabf,VIF,SSIM)")
-    tiles = TileConfig()
-    p.add_argument("--tile-size", type=int, default=tiles.size, help="tile side for large images")
-    p.add_argument("--tile-overlap", type=int, default=tiles.overlap, help="blended band between tiles")
-    p.add_argument("--tile-above", type=int, default=tiles.above_pixels, help="tile images with more pixels")
-    p.add_argument("--max-members", type=int, default=100_000, help="archive: most members read")
-    p.add_argument("--max-member-mb", type=int, default=512, help="archive: largest member (MiB)")
-    p.add_argument("--max-total-gb", type=int, default=64, help="archive: most bytes extracted (GiB)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image (pixels, from its header)")
-    p.set_defaults(run=_fuse)
+    settings = settings_from(args, RegisterSettings)
+    uri = tracking_uri(args.tracking_uri)
+    result = register_model(run_id=args.run_id, checkpoint=args.checkpoint, settings=settings, tracking_uri=uri)
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    print(f"registered {result.name} version {result.version} -> @{result.alias}: {result.reason}")
+    print(f"metrics on the evaluation set: {figures}")
+    print(f"use it:  dwsfusion fuse --model models:/{result.name}@{result.alias} --input SRC --output DST")
+    print(f"serve it: mlflow models serve --env-manager local -m models:/{result.name}@{result.alias} --port 5001")
+    return 0
 
-    p = verbs.add_parser("tune", help="Ray Tune sweep of the loss coefficients (ASHA, MLflow nested runs)")
-    p.add_argument("--config", help="YAML file (tune.SweepConfig: train, space, num_samples, ...)")
-    p.add_argument("--num-samples", type=int)
-    p.add_argument("--max-concurrent", type=int, help="trials running at once")
-    p.add_argument("--scheduler", choices=("asha", "fifo"))
-    p.add_argument("--search-alg", choices=("random", "optuna"))
-    p.add_argument("--resume", action="store_true", help="continue the sweep of this name (Tuner.restore)")
-    p.add_argument("overrides", nargs="*", help="key=value, dotted (e.g. train.epochs=3 space.lr_g.low=1e-4)")
-    p.set_defaults(run=_tune)
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .lock import LOCK_FILE, break_lock, read_holder
+    from .workflow import WorkflowConfig, load_workflow, plan, run_workflow
+
+    if args.action == "run":
+        config = load_config(WorkflowConfig, args.config, args.overrides)
+        workflow_id = args.workflow_id or config.name
+    else:
+        workflow_id = args.workflow_id
+        config = load_workflow(args.storage, workflow_id)
+    root = config.root(workflow_id)
+    if args.action == "unlock":
+        holder = break_lock(root, force=args.force)
+        print(f"removed the lock of {holder.describe()}" if holder else f"workflow '{workflow_id}' was not locked")
+        return 0
+    if args.action == "status":
+        holder = read_holder(root / LOCK_FILE)
+        if holder is not None:
+            stale = holder.stale_reason()
+            state = f"stale lock ({stale})" if stale else "running"
+            print(f"workflow {workflow_id}: {state}: {holder.describe()}")
+        for state in plan(config, root):
+            seconds = state.record.get("seconds")
+            when = f"{seconds:8.1f} s" if seconds is not None else "        -"
+            print(f"{state.step.name:<9} {'done' if state.done else 'pending':<8} {when}  {state.folder}")
+        return 0
+    states = run_workflow(config, workflow_id, progress=not args.quiet)
+    outputs = {s.step.provides: s.record.get("outputs", {}) for s in states}
+    register = outputs["register"]
+    print(f"\nworkflow {workflow_id}: {root}")
+    print(outputs["evaluate"].get("table", ""))
+    print(f"\nfused images:  {outputs['fuse'].get('output')}  (metrics.csv, manifest.json beside them)")
+    print(f"metric table:  {outputs['evaluate'].get('metrics_csv')}")
+    print(f"model:         {register.get('model_uri')} (@{register.get('alias')}: {register.get('reason')})")
+    print(f"MLflow:        {how_to_see(config.tracking_uri())}")
+    print(f"status:        dwsfusion pipeline status {workflow_id} --storage {root.parent}")
+    return 0
+
+
+def _add_pipeline(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("pipeline", help="the durable workflow: prep -> train|tune -> evaluate -> register -> fuse")
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("run", help="run every step not done yet (a second run with the same config does nothing)")
     a.add_argument("--config", help="YAML file (pipelines.workflow.WorkflowConfig)")
     a.add_argument("--workflow-id", help="the workflow's id (default: the config's name)")
     a.add_argument("overrides", nargs="*", help="key=value, dotted (e.g. source=DIR train.epochs=2)")
+    _add_console(a)
     for action, text in (
         ("resume", "rerun the steps not done, with the workflow's saved config"),
-        ("status", "each step's state, time and output folder"),
+        ("status", "whether it runs, and each step's state, time and output folder"),
+        ("unlock", "break a stale lock (a run that died without releasing it)"),
     ):
         a = actions.add_parser(action, help=text)
         a.add_argument("workflow_id")
-        a.add_argument("--storage", default="runs/workflows", help="the workflows' storage folder")
-    p.set_defaults(run=_pipeline)
+        a.add_argument("--storage", default="runs/workflows", help="the workflows' storage (default: runs/workflows)")
+        if action == "resume":
+            _add_console(a)
+        if action == "unlock":
+            a.add_argument("--force", action="store_true", help="also break a lock whose holder still runs")
 
-    p = verbs.add_parser("register", help="register a run's generator or a checkpoint in MLflow (promotion gate)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="MLflow run id of a training run")
-    source.add_argument("--checkpoint", help="checkpoint file: ours or the authors' release")
-    p.add_argument("--name", default="dwsfusion", help="registered model name")
-    p.add_argument("--alias", default="champion", help="champion (through the gate), challenger, or any alias")
-    p.add_argument("--gate-metrics", default="Qabf,VIF,SSIM", help="metrics the champion gate compares")
-    p.add_argument("--tolerance", type=float, default=0.0, help="relative slack of the gate (0.01 = 1 %%)")
-    p.add_argument("--eval-source", help="evaluation folder with ir/ + vi/ (default: seeded sample pairs)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    p.set_defaults(run=_register)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dwsfusion", description="DWSFusion infrared-visible image fusion")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("samples", help="write seeded synthetic IR/VIS pairs")
+    p.add_argument("--out", required=True, type=Path, help="folder for ir/ and vi/")
+    add_settings(p, SamplesSettings)
+
+    _add_fuse(verbs)
+
+    p = verbs.add_parser("evaluate", help="the 14-metric suite of fused images against their sources")
+    p.add_argument("--ir", required=True, type=Path)
+    p.add_argument("--vi", required=True, type=Path)
+    p.add_argument("--fused", required=True, type=Path)
+    p.add_argument("--csv", type=Path, help="write one row per image here")
+    _add_console(p)
+
+    p = verbs.add_parser("quickstart", help="Ray-free demo: samples -> short training -> fuse -> metric table")
+    p.add_argument("--workdir", type=Path, default=Path("runs/quickstart"), help="default: runs/quickstart")
+    p.add_argument("--source", type=Path, help="a folder with ir/ and vi/ (default: generated samples)")
+    p.add_argument("--checkpoint", type=Path, help="skip training and fuse with this checkpoint")
+    p.add_argument("--steps", type=int, help="training steps when no checkpoint is given")
+    _add_console(p)
 
     p = verbs.add_parser("prep", help="extract training patches into Parquet shards (Ray Data)")
     p.add_argument(
         "--source", required=True, help="MSRS root (train/ir, train/vi[, test/...]) or a folder with ir/ + vi/"
     )
     p.add_argument("--out", required=True, help="output folder or pyarrow URI (s3://, gs://, file://)")
-    p.add_argument(
-        "--patch-size", type=int, default=DEFAULT_PATCH, help=f"square patch side, > 160 (default {DEFAULT_PATCH})"
-    )
-    p.add_argument("--stride", type=int, default=DEFAULT_STRIDE, help=f"grid step (default {DEFAULT_STRIDE})")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of source images for validation")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
-    p.add_argument("--pairs-per-task", type=int, default=64, help="pairs per Ray task and per shard (default 64)")
-    p.set_defaults(run=_prep)
+    add_settings(p, PrepSettings)
+    _add_console(p)
 
     p = verbs.add_parser("train", help="Ray Train data-parallel training of G, D_ir, D_vi (MLflow tracked)")
     p.add_argument("--config", help="YAML file (pipelines.config.TrainConfig); keys may also be given as overrides")
     p.add_argument("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
     p.add_argument("overrides", nargs="*", help="key=value (dotted for sections, e.g. loss.dual_ir=0.5)")
-    p.set_defaults(run=_train)
+    _add_console(p)
+
+    p = verbs.add_parser("tune", help="Ray Tune sweep of the loss coefficients (ASHA, MLflow nested runs)")
+    p.add_argument("--config", help="YAML file (tune.SweepConfig: train, space, num_samples, ...)")
+    p.add_argument("--num-samples", type=int, help="trials")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once")
+    p.add_argument("--scheduler", choices=("asha", "fifo"))
+    p.add_argument("--search-alg", choices=("random", "optuna"))
+    p.add_argument("--resume", action="store_true", help="continue the sweep of this name (Tuner.restore)")
+    p.add_argument("overrides", nargs="*", help="key=value, dotted (e.g. train.epochs=3 space.loss.dual_ir.low=0.5)")
+    _add_console(p)
+
+    p = verbs.add_parser("register", help="register a run's generator or a checkpoint in MLflow (promotion gate)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", dest="run_id", help="MLflow run id of a training run")
+    source.add_argument("--checkpoint", help="checkpoint file: ours or the authors' release")
+    add_settings(p, RegisterSettings)
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    _add_console(p)
+
+    _add_pipeline(verbs)
+    return parser
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "samples": _samples,
+    "fuse": _fuse,
+    "evaluate": _evaluate,
+    "quickstart": _quickstart,
+    "prep": _prep,
+    "train": _train,
+    "tune": _tune,
+    "register": _register,
+    "pipeline": _pipeline,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return core_main(argv, extra_verbs=add_pipeline_verbs)
+    args = build_parser().parse_args(argv)
+    set_verbosity(getattr(args, "verbose", False), getattr(args, "quiet", False))
+    try:
+        return HANDLERS[args.verb](args)
+    except (UsageError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

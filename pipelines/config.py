@@ -1,6 +1,14 @@
-"""Typed configuration of the pipeline stages, loadable from YAML with ``key=value``
-overrides. Validation errors name the field. Values are parsed as YAML scalars, never
-evaluated."""
+"""Typed settings of the pipeline stages and how they are loaded.
+
+Each stage's settings are defined once, as one pydantic model, next to the stage or here:
+``data_prep.config.PrepSettings``, ``SamplesSettings`` and ``TrainSettings`` (here),
+``tune.sweep.SweepSettings``, ``pipelines.registry.RegisterSettings`` and
+``pipelines.batch_fuse.FuseSettings``. The CLI takes its options and defaults from them
+(``pipelines.cli``), the Python API takes them as arguments, and the workflow config nests
+them. YAML files and ``key=value`` overrides (dotted keys for sections) are parsed as YAML
+scalars, never evaluated; every validation error names the field. Validation has no side
+effects (nothing is created until a stage runs).
+"""
 
 from __future__ import annotations
 
@@ -9,35 +17,171 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dwsfusion.constants import METRIC_NAMES
+from dwsfusion.errors import UsageError
+from dwsfusion.loss_weights import LossWeights
+from dwsfusion.tiling import TileConfig
+
+from .archives import ArchiveLimits
+from .runtime import store_path, tracking_uri
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration file or override that cannot be used; names the field."""
 
 
-class LossConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    content: float = 10.0
-    adversarial: float = 0.1
-    dual_ir: float = Field(1.0, ge=0)
-    dual_vi: float = Field(1.0, ge=0)
-    dual_cross: float = Field(1.0, ge=0)
-    gradient_penalty: float = 10.0
+def describe(exc: ValidationError, section: str = "") -> str:
+    """'field.path: message; ...' for every problem of a pydantic validation error."""
+    prefix = f"{section}." if section else ""
+    return "; ".join(
+        (f"{prefix}{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else (f"{section}: " if section else ""))
+        + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
 
 
-class TrainConfig(BaseModel):
-    """Training defaults follow the release: Adam (G) / RMSprop (D), lr 0.01, batch 16,
+def validate(model: type[BaseModel], tree: dict, section: str = "", where: str = ""):
+    """``model`` from a dict; a ``ConfigError`` naming each bad field otherwise."""
+    try:
+        return model.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}invalid config: {describe(exc, section)}") from None
+
+
+# ------------------------------------------------------------------ dotted keys
+def get_dotted(tree: dict, key: str):
+    """``tree['a']['b']`` for ``'a.b'``; KeyError naming the first missing part."""
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(part)
+        node = node[part]
+    return node
+
+
+def set_dotted(tree: dict, key: str, value) -> None:
+    """``tree['a']['b'] = value`` for ``'a.b'``, creating missing sections."""
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: '{part}' is not a section")
+    node[last] = value
+
+
+def load_config(model: type[BaseModel], path: str | os.PathLike | None = None, overrides: list[str] = ()):
+    """YAML file (optional) + ``key=value`` overrides (dotted keys for sections) -> model."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        tree = loaded or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}': expected key=value")
+        set_dotted(tree, key.strip(), yaml.safe_load(value))  # a YAML scalar: 3, 0.5, true, null, text
+    return validate(model, tree, where=f"{path}: " if path else "")
+
+
+# ------------------------------------------------------------------ stage settings
+class SamplesSettings(BaseModel):
+    """Seeded synthetic IR/VIS scenes (``dwsfusion samples``, the workflow without a source)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int = Field(6, ge=2, description="pairs to write")
+    seed: int = Field(0, description="scene seed")
+
+
+class RegisterSettings(BaseModel):
+    """Where a registration goes and the gate it passes (``dwsfusion register``, the workflow's
+    ``registry:`` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field("dwsfusion", description="registered model name")
+    alias: str = Field("champion", description="champion (through the gate), challenger, or any alias")
+    gate_metrics: tuple[str, ...] = Field(("Qabf", "VIF", "SSIM"), description="metrics the champion gate compares")
+    tolerance: float = Field(0.0, ge=0, description="relative slack of the gate (0.01 = 1 %)")
+    eval_source: str | None = Field(None, description="evaluation folder with ir/ + vi/ (default: seeded samples)")
+
+    @field_validator("gate_metrics")
+    @classmethod
+    def _known_metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(METRIC_NAMES))
+        if unknown or not value:
+            raise ValueError(f"unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(METRIC_NAMES)}")
+        return value
+
+
+def filesystem_output(value: str) -> str:
+    """A batch fusion output: a folder or archive on a filesystem, never an object-store URI."""
+    if "://" in value and not value.startswith("file://"):
+        raise ValueError(
+            f"{value}: batch fusion writes to a folder or archive on a filesystem every actor reaches (a local "
+            "path on one machine, a shared mount such as /mnt/shared on a cluster); write it there, then copy "
+            "it to object storage (e.g. aws s3 cp --recursive DST s3://bucket/prefix)"
+        )
+    return value.removeprefix("file://")
+
+
+class FuseSettings(BaseModel):
+    """How batch fusion runs (``dwsfusion fuse --input/--output``, the workflow's ``fuse:``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metrics: tuple[str, ...] = Field(METRIC_NAMES, description="metrics per pair in metrics.csv (() for none)")
+    rounding: Literal["truncate", "round"] = Field(
+        "truncate", description="float -> integer pixels: the release truncates, or round to nearest"
+    )
+    actors: int | None = Field(None, ge=1, description="model replicas (default: one per GPU, else per CPU)")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs (and torch threads) per actor")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per actor (fractions share a GPU)")
+    batch_size: int = Field(1, ge=1, description="pairs per actor call; same-size pairs share one forward")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="inference precision (autocast)")
+    tiles: TileConfig = TileConfig()
+    limits: ArchiveLimits = ArchiveLimits()
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_list(cls, value):
+        if isinstance(value, list | tuple) and len(value) == 1 and value[0] in ("all", "none"):
+            value = value[0]
+        if value in ("all", None):
+            return METRIC_NAMES
+        if value == "none":
+            return ()
+        if isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        unknown = sorted(set(value) - set(METRIC_NAMES))
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)} (or all, none)")
+        return tuple(value)
+
+
+class TrainSettings(BaseModel):
+    """How to train. Defaults follow the release: Adam (G) / RMSprop (D), lr 0.01, batch 16,
     ReduceLROnPlateau (patience 2, factor 0.1), early stopping after 5 bad epochs."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: str  # a prep output folder or URI (its manifest.json lists the shards)
-    storage_path: str = "runs/train"  # Ray Train storage: local path, NFS or s3://...
-    name: str = "dwsfusion"  # run name; the same name resumes
+    model_config = ConfigDict(extra="forbid", frozen=True)
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    # GPUs per worker with use_gpu: 1 runs nccl; a fraction lets workers share a GPU, and then the
+    # gradient all-reduce runs on gloo (nccl refuses two ranks on one device).
+    gpus_per_worker: float = Field(1.0, gt=0, le=1)
+    cpus_per_worker: float = Field(1.0, gt=0)  # also the worker's torch threads (Ray sets OMP_NUM_THREADS)
     max_failures: int = Field(0, ge=-1)  # worker-group restarts from the last checkpoint
+    # Where the workers go: PACK fills a node first; STRICT_SPREAD puts each on its own node.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    worker_resources: dict[str, float] = {}  # more Ray resources per worker, e.g. a node type's custom resource
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)  # global: split evenly across workers
     max_steps_per_epoch: int | None = Field(None, ge=1)
@@ -46,17 +190,32 @@ class TrainConfig(BaseModel):
     plateau_patience: int = Field(2, ge=0)
     plateau_factor: float = Field(0.1, gt=0, lt=1)
     early_stop_patience: int = Field(5, ge=1)
+    # What the plateau schedule, early stopping and the best generator follow: the release's
+    # validation loss, or val_score (mean Qabf, VIF, SSIM of the fixed validation patches), which
+    # tracks fusion quality where the loss does not (docs/fidelity.md).
+    monitor: Literal["val_loss", "val_score"] = "val_loss"
     grad_clip: float | None = Field(None, gt=0)
-    amp: Literal["off", "bf16"] = "off"
+    amp: Literal["off", "bf16", "fp16"] = "off"  # fp16 runs with a GradScaler (the penalty's inner gradient too)
     channels_last: bool = False
     seed: int = 0
     channel_min_hidden: int = Field(0, ge=0)
-    loss: LossConfig = LossConfig()
+    loss: LossWeights = LossWeights()
+    # After each epoch, BatchNorm running statistics are re-estimated on the fusion path over
+    # this many of the epoch's last batches (0: keep the training's running statistics, as the
+    # release does). See dwsfusion.step.recalibrate_batchnorm.
+    bn_recalibration_batches: int = Field(8, ge=0)
     val_images: int = Field(4, ge=1)  # fixed validation patches for metrics and the grid
     shuffle_buffer: int = Field(256, ge=0)
     materialize: bool = False  # hold the train patches in Ray's object store after one read
 
-    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else runs/mlflow.db
+
+class TrainConfig(TrainSettings):
+    """A training run: the settings, its data, where it is stored, and its MLflow store."""
+
+    data: str  # a prep output folder or URI (its manifest.json lists the shards)
+    storage_path: str = "runs/train"  # Ray Train storage: under the home when relative, NFS or s3://...
+    name: str = "dwsfusion"  # run name; the same name resumes
+    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the home's runs/mlflow.db
     mlflow_experiment: str = "dwsfusion"
 
     def per_worker_batch(self) -> int:
@@ -67,53 +226,20 @@ class TrainConfig(BaseModel):
     def tracking_uri(self) -> str:
         return tracking_uri(self.mlflow_tracking_uri)
 
-
-def tracking_uri(explicit: str | None = None) -> str:
-    """The MLflow store: ``explicit``, else $MLFLOW_TRACKING_URI, else runs/mlflow.db (SQLite)."""
-    if explicit:
-        return explicit
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    path = Path("runs/mlflow.db").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    def storage(self) -> str:
+        return store_path(self.storage_path, "storage_path")
 
 
-def _set(tree: dict, dotted: str, raw: str) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}={raw}: '{key}' is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)  # a YAML scalar: 3, 0.5, true, null, text
-
-
-def load_config(model: type[BaseModel], path: str | os.PathLike | None = None, overrides: list[str] = ()):
-    """YAML file (optional) + ``key=value`` overrides (dotted keys for sections) -> model."""
-    tree: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        tree = loaded or {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override '{item}': expected key=value")
-        _set(tree, key.strip(), value)
-    try:
-        return model.model_validate(tree)
-    except ValidationError as exc:
-        problems = "; ".join(
-            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}invalid config: {problems}") from None
-
-
-__all__ = ["ConfigError", "LossConfig", "TrainConfig", "load_config", "tracking_uri"]
+__all__ = [
+    "ConfigError",
+    "FuseSettings",
+    "RegisterSettings",
+    "SamplesSettings",
+    "TrainConfig",
+    "TrainSettings",
+    "describe",
+    "get_dotted",
+    "load_config",
+    "set_dotted",
+    "validate",
+]

@@ -1,14 +1,17 @@
-"""The generator as an MLflow pyfunc model that fuses any image size.
+"""The generator as an MLflow pyfunc model that fuses any image size, and serves anywhere.
 
 MLflow 3's default PyTorch flavour exports with torch.export, which needs an input example
 and can freeze the input size. This pyfunc instead ships our checkpoint file as an artifact
 and rebuilds the generator from it with ``torch.load(weights_only=True)``: any H x W works.
-Input: {"ir": (H, W) float32, "vi": (H, W) float32} luma in [0, 1] (or (B, H, W));
-output: the fused luma, same shape.
+The model is logged from code (``mlflow_model_code.py``) with the ``dwsfusion`` library's
+code beside it, so its requirements are public packages only (torch, NumPy, OpenCV, ...):
+``mlflow models serve -m models:/NAME@ALIAS`` can build its environment where this project
+is not on any package index.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -20,47 +23,32 @@ SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "ir"), TensorSpec(np.dtype(np.float32), (-1, -1), "vi")]),
     outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "fused")]),
 )
-
-
-class GeneratorModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
-        import torch
-
-        from dwsfusion.checkpoints import load_generator
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.generator = load_generator(context.artifacts["checkpoint"]).to(device)
-
-    def predict(self, context, model_input, params=None) -> np.ndarray:
-        from dwsfusion.fuse import fuse_luma
-        from dwsfusion.tiling import TileConfig
-
-        ir, vi = np.asarray(model_input["ir"], np.float32), np.asarray(model_input["vi"], np.float32)
-        if ir.shape != vi.shape:
-            raise ValueError(f"ir {ir.shape} and vi {vi.shape} differ in shape")
-        if ir.ndim == 2:
-            return fuse_luma(self.generator, ir, vi, TileConfig())
-        return np.stack([fuse_luma(self.generator, a, b, TileConfig()) for a, b in zip(ir, vi, strict=True)])
+# What the shipped library imports when the model loads and fuses (tested in a fresh process).
+LIBRARY_REQUIREMENTS = ("numpy", "opencv-python-headless", "pillow", "tqdm", "pytorch-msssim")
 
 
 def log_generator(checkpoint_path: str, name: str = "generator") -> str:
     """Log a generator checkpoint (ours or the release's) as a pyfunc model in the active run.
     Returns the model URI."""
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(Path(__file__).with_name("mlflow_model_code.py")),  # from code: no pickle
-        artifacts={"checkpoint": str(checkpoint_path)},
-        signature=SIGNATURE,
-        pip_requirements=requirements(),
-    )
+    import dwsfusion
+
+    with warnings.catch_warnings():  # MLflow's advice to give an input example: we give a signature
+        warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("mlflow_model_code.py")),  # from code: no pickle
+            artifacts={"checkpoint": str(checkpoint_path)},
+            code_paths=[str(Path(dwsfusion.__file__).parent)],  # the library travels with the model
+            signature=SIGNATURE,
+            pip_requirements=requirements(),
+        )
     return info.model_uri
 
 
 def requirements() -> list[str]:
-    """What loading the model needs: this package (which declares the rest) and its torch. Stated,
-    not inferred: MLflow's inference takes seconds per model and left torch and OpenCV out."""
+    """The model's environment: the torch it was trained with, the library's own dependencies
+    and MLflow. Stated, not inferred (MLflow's inference takes seconds per model and left
+    torch and OpenCV out)."""
     import torch
 
-    import dwsfusion
-
-    return [f"dwsfusion=={dwsfusion.__version__}", f"torch=={torch.__version__.split('+')[0]}"]
+    return [f"torch=={torch.__version__.split('+')[0]}", *LIBRARY_REQUIREMENTS, f"mlflow=={mlflow.__version__}"]

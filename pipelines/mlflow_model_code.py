@@ -1,8 +1,39 @@
 """MLflow "models from code" entry point: MLflow runs this file to build the pyfunc, so the
-logged model holds no pickled Python object (only this code and the weights artifact)."""
+logged model holds no pickled object, only this file, the weights and the ``dwsfusion``
+library's code (logged beside it as ``code_paths``). It imports nothing from ``pipelines``:
+a served model needs torch, NumPy and OpenCV, not this project installed.
+
+Input: {"ir": (H, W) float32, "vi": (H, W) float32} luma in [0, 1] (or (B, H, W));
+output: the fused luma, same shape. Large images are fused in tiles.
+"""
 
 import mlflow
+import numpy as np
 
-from pipelines.mlflow_model import GeneratorModel
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    # The model is logged with a tensor signature; MLflow's type-hint validation of ``predict``
+    # (and its warning that there are no hints) does not apply.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context) -> None:
+        import torch
+
+        from dwsfusion.checkpoints import load_generator
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.generator = load_generator(context.artifacts["checkpoint"]).to(device)
+
+    def predict(self, context, model_input, params=None) -> np.ndarray:
+        from dwsfusion.fuse import fuse_luma
+        from dwsfusion.tiling import TileConfig
+
+        ir, vi = np.asarray(model_input["ir"], np.float32), np.asarray(model_input["vi"], np.float32)
+        if ir.shape != vi.shape:
+            raise ValueError(f"ir {ir.shape} and vi {vi.shape} differ in shape")
+        if ir.ndim == 2:
+            return fuse_luma(self.generator, ir, vi, TileConfig())
+        return np.stack([fuse_luma(self.generator, a, b, TileConfig()) for a, b in zip(ir, vi, strict=True)])
+
 
 mlflow.models.set_model(GeneratorModel())

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
+GRID_COLUMNS = ("IR", "VIS", "fused", "W_ir", "W_vi")
 
-def fusion_grid(rows: list[tuple[np.ndarray, ...]]) -> np.ndarray:
-    """rows of (IR, VIS, fused, W_ir, W_vi), each (H, W) in [0, 1] -> one uint8 image with a
-    2-px white gutter: one row per sample, columns IR | VIS | fused | W_ir | W_vi."""
-    gutter = 2
+
+def fusion_grid(rows: list[tuple[np.ndarray, ...]], labels: tuple[str, ...] = GRID_COLUMNS) -> np.ndarray:
+    """rows of (IR, VIS, fused, W_ir, W_vi), each (H, W) in [0, 1] -> one uint8 image: a header
+    naming each column, then one row per sample, with 2-px white gutters."""
+    import cv2
+
+    gutter, header = 2, 20
     h, w = rows[0][0].shape
     cols = len(rows[0])
-    grid = np.full((len(rows) * (h + gutter) - gutter, cols * (w + gutter) - gutter), 255, np.uint8)
+    grid = np.full((header + len(rows) * (h + gutter) - gutter, cols * (w + gutter) - gutter), 255, np.uint8)
+    for c, label in enumerate(labels[:cols]):
+        cv2.putText(grid, label, (c * (w + gutter) + 4, header - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 0, 1, cv2.LINE_AA)
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
-            y, x = r * (h + gutter), c * (w + gutter)
+            y, x = header + r * (h + gutter), c * (w + gutter)
             grid[y : y + h, x : x + w] = np.clip(image * 255, 0, 255).astype(np.uint8)
     return grid
 

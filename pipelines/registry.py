@@ -26,22 +26,17 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from dwsfusion.errors import UsageError
 from dwsfusion.evaluate import evaluate_generator
 from dwsfusion.model import Generator
 from dwsfusion.pairs import ImagePair, find_pairs, resolve_source
 
+from .config import RegisterSettings
 from .mlflow_model import log_generator
 
 LOWER_IS_BETTER = frozenset({"MSE", "Nabf"})
 REGISTRY_EXPERIMENT = "dwsfusion-registry"
 SAMPLE_EVAL_SET = {"count": 6, "seed": 0}
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    metrics: tuple[str, ...] = ("Qabf", "VIF", "SSIM")
-    tolerance: float = 0.0  # relative: 0.01 lets a metric be 1 % worse
-    eval_source: str | None = None  # folder with ir/ + vi/; None: the seeded sample pairs
 
 
 @dataclass
@@ -63,11 +58,11 @@ def load_registered_generator(model_uri: str) -> Generator:
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().generator.eval()
 
 
-def _eval_pairs(gate: GateConfig, workdir: Path) -> tuple[list[ImagePair], str]:
+def _eval_pairs(settings: RegisterSettings, workdir: Path) -> tuple[list[ImagePair], str]:
     """The evaluation pairs and an identity for them (name + content hash)."""
-    if gate.eval_source:
-        ir_dir, vi_dir = resolve_source(gate.eval_source)
-        label = str(Path(gate.eval_source).resolve())
+    if settings.eval_source:
+        ir_dir, vi_dir = resolve_source(settings.eval_source)
+        label = str(Path(settings.eval_source).resolve())
     else:
         from dwsfusion.samples import write_samples
 
@@ -85,14 +80,14 @@ def _eval_pairs(gate: GateConfig, workdir: Path) -> tuple[list[ImagePair], str]:
 def _mean_metrics(generator: Generator, pairs: list[ImagePair], names: tuple[str, ...]) -> dict[str, float]:
     evaluation = evaluate_generator(generator, pairs, names, progress=False)
     if evaluation.failed:
-        raise ValueError("evaluation set has unreadable pairs: " + "; ".join(evaluation.failed))
+        raise UsageError("evaluation set has unreadable pairs: " + "; ".join(evaluation.failed))
     return {name: mean for name, (mean, _) in evaluation.summary().items()}
 
 
-def gate_decision(new: dict[str, float], champion: dict[str, float], gate: GateConfig) -> tuple[bool, str]:
+def gate_decision(new: dict[str, float], champion: dict[str, float], gate: RegisterSettings) -> tuple[bool, str]:
     """(passes, reason): not worse than the champion on every gate metric, within tolerance."""
     worse = []
-    for name in gate.metrics:
+    for name in gate.gate_metrics:
         slack = gate.tolerance * abs(champion[name])
         if name in LOWER_IS_BETTER:
             failed = new[name] > champion[name] + slack
@@ -102,13 +97,20 @@ def gate_decision(new: dict[str, float], champion: dict[str, float], gate: GateC
             worse.append(f"{name} {new[name]:.4f} vs champion {champion[name]:.4f}")
     if worse:
         return False, "worse than the champion on " + ", ".join(worse)
-    return True, "not worse than the champion on " + ", ".join(gate.metrics)
+    return True, "not worse than the champion on " + ", ".join(gate.gate_metrics)
 
 
 def _model_from_run(run_id: str) -> str:
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    try:
+        experiment = MlflowClient().get_run(run_id).info.experiment_id
+    except MlflowException:
+        raise UsageError(f"no MLflow run {run_id} in {mlflow.get_tracking_uri()}") from None
+    # searched within the run's experiment: by default MLflow looks in the active one only
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    )
     if not models:
-        raise ValueError(f"MLflow run {run_id} has no logged generator (did its training finish?)")
+        raise UsageError(f"MLflow run {run_id} has no logged generator (did its training finish?)")
     return models[0].model_uri
 
 
@@ -135,22 +137,23 @@ def register_model(
     *,
     run_id: str | None = None,
     checkpoint: str | Path | None = None,
-    name: str = "dwsfusion",
-    alias: str = "champion",
-    gate: GateConfig = GateConfig(),
+    settings: RegisterSettings = RegisterSettings(),
     tracking_uri: str | None = None,
 ) -> Registration:
-    """Register a run's generator or a checkpoint file as a new version of ``name``."""
+    """Register a run's generator or a checkpoint file as a new version of ``settings.name``."""
+    from .runtime import use_tracking
+
     if (run_id is None) == (checkpoint is None):
-        raise ValueError("give exactly one of a run id or a checkpoint file")
+        raise UsageError("give exactly one of a run id or a checkpoint file")
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        use_tracking(tracking_uri)
+    name, alias = settings.name, settings.alias
     client = MlflowClient()
     model_uri = _model_from_run(run_id) if run_id else _model_from_checkpoint(Path(checkpoint))
-    metric_names = tuple(dict.fromkeys((*gate.metrics, "Qabf", "VIF", "SSIM", "MI", "EN", "SD")))
+    metric_names = tuple(dict.fromkeys((*settings.gate_metrics, "Qabf", "VIF", "SSIM", "MI", "EN", "SD")))
 
     with tempfile.TemporaryDirectory() as workdir:
-        pairs, eval_id = _eval_pairs(gate, Path(workdir))
+        pairs, eval_id = _eval_pairs(settings, Path(workdir))
         metrics = _mean_metrics(load_registered_generator(model_uri), pairs, metric_names)
         champion = current_version(client, name, "champion") if alias == "champion" else None
         champion_metrics = {}
@@ -166,7 +169,7 @@ def register_model(
     elif champion is None:
         promoted, reason, given = True, "first champion of this model name", "champion"
     else:
-        promoted, reason = gate_decision(metrics, champion_metrics, gate)
+        promoted, reason = gate_decision(metrics, champion_metrics, settings)
         given = "champion" if promoted else "challenger"
         for key, value in champion_metrics.items():  # the champion's figures on this set, for the UI
             client.set_model_version_tag(name, champion.version, f"metric.{key}", f"{value:.6f}")

@@ -13,9 +13,11 @@ stay equal; ``ranks_identical`` in every epoch's metrics checks it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,10 +29,11 @@ import torch.distributed as dist
 from torch import nn
 
 from dwsfusion.checkpoints import save_generator
-from dwsfusion.losses import LossWeights, supervised_losses
+from dwsfusion.errors import UsageError
+from dwsfusion.losses import supervised_losses
 from dwsfusion.metrics import compute_metrics
 from dwsfusion.model import GeneratorConfig
-from dwsfusion.step import Networks, build_networks, build_optimizers, train_step
+from dwsfusion.step import Networks, build_networks, build_optimizers, recalibrate_batchnorm, train_step
 
 from .config import TrainConfig
 
@@ -99,6 +102,18 @@ def mean_across_ranks(values: dict[str, float], count: int) -> dict[str, float]:
     return {k: vector[i].item() / total for i, k in enumerate(keys)}
 
 
+def _nodes_in_use() -> int:
+    """How many distinct Ray nodes the ranks run on."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if _world() == 1:
+        return 1
+    gathered: list = [None] * _world()
+    dist.all_gather_object(gathered, node)
+    return len(set(gathered))
+
+
 def parameter_fingerprint(nets: Networks) -> torch.Tensor:
     """Float64 sums of every parameter and buffer of the three networks (one per tensor)."""
     tensors = [t for m in nets.modules().values() for t in list(m.parameters()) + list(m.buffers())]
@@ -139,15 +154,15 @@ def _batches(shard, batch_size: int, seed: int, shuffle_buffer: int, limit: int 
 
 
 def _autocast(config: TrainConfig, device: torch.device):
-    if config.amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if config.amp in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
 def _validation_loss(nets: Networks, shard, config: TrainConfig, device: torch.device) -> float:
     """Generator loss without the adversarial term (10*content + dual-weight), all ranks."""
-    weights = LossWeights(**config.loss.model_dump())
+    weights = config.loss
     nets.generator.eval()
     sums, count = {"val_loss": 0.0}, 0
     for batch in _batches(shard, config.per_worker_batch(), 0, 0, None, drop_last=False):  # every val patch
@@ -192,14 +207,31 @@ def _state(nets, opts, scheds, epoch, best, history, run_id) -> dict:
     }
 
 
+def _say(line: str) -> None:
+    """One console line from a worker. Straight to the process's stdout, which Ray streams to
+    the driver: Ray Train's patched ``print`` would also log it, and the line shows twice."""
+    sys.__stdout__.write(line + "\n")
+    sys.__stdout__.flush()
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
+    import logging
+
     import mlflow
     import ray.train
     import ray.train.torch
 
+    from .runtime import quiet_libraries
+
+    verbose, progress = loop_config.get("verbose", False), loop_config.get("progress", True)
+    quiet_libraries(verbose)
+    if not verbose:  # Ray Train logs every report's whole metrics dict at INFO through the root logger
+        logging.getLogger().setLevel(logging.WARNING)
     config = TrainConfig.model_validate(loop_config["train"])
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # the worker's share of the node: as many torch threads as CPUs reserved
+        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)
     np.random.seed(config.seed + rank)
 
@@ -209,13 +241,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if config.channels_last:
             module.to(memory_format=torch.channels_last)
     optimizers = build_optimizers(nets, config.lr_g, config.lr_d)
+    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
     opts = {"generator": optimizers.generator, "d_ir": optimizers.d_ir, "d_vi": optimizers.d_vi}
+    higher_is_better = config.monitor == "val_score"
     scheds = {
-        k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=config.plateau_factor, patience=config.plateau_patience)
+        k: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            o, mode="max" if higher_is_better else "min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
         for k, o in opts.items()
     }
     start_epoch, history = 0, []
-    best = {"val_loss": math.inf, "epoch": -1, "generator": None, "bad_epochs": 0}
+    worst = -math.inf if higher_is_better else math.inf
+    best = {"value": worst, "monitor": config.monitor, "epoch": -1, "generator": None, "bad_epochs": 0}
     run_id = loop_config["mlflow_run_id"]
 
     checkpoint = ray.train.get_checkpoint()
@@ -230,19 +267,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
     for module in nets.modules().values():
         broadcast_state(module)
+    nodes = _nodes_in_use()
 
-    weights = LossWeights(**config.loss.model_dump())
+    weights = config.loss
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     val_ir, val_vi = loop_config["val_ir"], loop_config["val_vi"]
     if rank == 0:
-        mlflow.set_tracking_uri(config.tracking_uri())
+        from .runtime import use_tracking
+
+        use_tracking(config.tracking_uri())
         mlflow.start_run(run_id=run_id)
 
     for epoch in range(start_epoch, config.epochs):
         if best["bad_epochs"] >= config.early_stop_patience:
             break
         started, sums, samples = time.perf_counter(), {}, 0
+        recent = collections.deque(maxlen=config.bn_recalibration_batches)  # for the BatchNorm statistics
         for batch in _batches(
             train_shard,
             config.per_worker_batch(),
@@ -252,50 +293,61 @@ def train_loop_per_worker(loop_config: dict) -> None:
         ):
             ir, vi = _to_images(batch, device, config.channels_last)
             with _autocast(config, device):
-                logs = train_step(nets, optimizers, ir, vi, weights, average_gradients, config.grad_clip)
+                logs = train_step(nets, optimizers, ir, vi, weights, average_gradients, config.grad_clip, scaler)
             for module in nets.modules().values():
                 average_buffers(module)
             for key, value in logs.items():
                 sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value * ir.shape[0]
             samples += ir.shape[0]
+            recent.append(batch)
         if samples == 0:
             raise RuntimeError(f"epoch {epoch}: no training batch of {config.per_worker_batch()} patches per worker")
         metrics = mean_across_ranks(sums, samples)
         metrics["samples_per_second_per_worker"] = samples / (time.perf_counter() - started)
+        metrics["train_steps"] = samples // config.per_worker_batch()  # the same on every rank
+        if recent:  # every rank on its own batches, then averaged: the ranks stay identical
+            recalibrate_batchnorm(nets.generator, (_to_images(b, device, config.channels_last) for b in recent))
+            average_buffers(nets.generator)
         metrics["val_loss"] = _validation_loss(nets, val_shard, config, device)
+        # Every rank scores the same fixed patches with the same weights: the same numbers everywhere,
+        # so the schedule, early stopping and the best generator agree without a collective.
+        image_metrics, rows = _validation_images(nets, val_ir, val_vi, device)
+        metrics.update(image_metrics)
         if not all(math.isfinite(v) for v in metrics.values()):  # the same all-reduced values on every rank
             metrics.update(epoch=epoch, diverged=1.0, val_score=0.0)
             if rank == 0:
-                print(f"[epoch {epoch}] diverged (non-finite loss): stopping this run")
+                _say(f"[{config.name} epoch {epoch}] diverged (non-finite loss): stopping this run")
                 mlflow.log_metrics({"diverged": 1.0, "val_score": 0.0}, step=epoch)
                 mlflow.set_tag("diverged", "true")
             ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
             break
+        monitored = metrics[config.monitor]
         for sched in scheds.values():
-            sched.step(metrics["val_loss"])
+            sched.step(monitored)
         metrics["lr_g"] = opts["generator"].param_groups[0]["lr"]
         identical, spread = ranks_identical(nets)
         metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread, diverged=0.0)
-        if metrics["val_loss"] < best["val_loss"]:
+        metrics["nodes"] = float(nodes)
+        if monitored > best["value"] if higher_is_better else monitored < best["value"]:
             generator_state = {k: v.detach().cpu().clone() for k, v in nets.generator.state_dict().items()}
-            best = {"val_loss": metrics["val_loss"], "epoch": epoch, "generator": generator_state, "bad_epochs": 0}
+            best = {**best, "value": monitored, "epoch": epoch, "generator": generator_state, "bad_epochs": 0}
         else:
             best["bad_epochs"] += 1
 
         if rank == 0:
-            image_metrics, rows = _validation_images(nets, val_ir, val_vi, device)
-            metrics.update(image_metrics)
             history.append(metrics)
             mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             from .plots import fusion_grid
 
             mlflow.log_image(fusion_grid(rows), f"fusion_grid/epoch_{epoch:03d}.png")
-            print(
-                f"[epoch {epoch}] g {metrics['train_g_total']:.4f}  d_ir {metrics['train_d_ir_loss']:.4f}  "
-                f"d_vi {metrics['train_d_vi_loss']:.4f}  val {metrics['val_loss']:.4f}  "
-                f"Qabf {metrics['val_Qabf']:.3f}  VIF {metrics['val_VIF']:.3f}  "
-                f"{metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
-            )
+            if progress:
+                _say(
+                    f"[{config.name} epoch {epoch}] g {metrics['train_g_total']:.4f}  "
+                    f"d_ir {metrics['train_d_ir_loss']:.4f}  d_vi {metrics['train_d_vi_loss']:.4f}  "
+                    f"val {metrics['val_loss']:.4f}  "
+                    f"Qabf {metrics['val_Qabf']:.3f}  VIF {metrics['val_VIF']:.3f}  score {metrics['val_score']:.3f}  "
+                    f"lr {metrics['lr_g']:.0e}  {metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
+                )
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(_state(nets, opts, scheds, epoch, best, history, run_id), Path(folder) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -322,9 +374,9 @@ def _finish(nets: Networks, best: dict, history: list[dict], config: TrainConfig
             path = save_generator(
                 nets.generator.cpu(),
                 Path(folder) / "generator.pt",
-                meta={"epoch": best["epoch"], "val_loss": best["val_loss"]},
+                meta={"epoch": best["epoch"], best["monitor"]: best["value"]},
             )
-            mlflow.log_metric("best_val_loss", best["val_loss"])
+            mlflow.log_metric(f"best_{best['monitor']}", best["value"])
             mlflow.log_metric("best_epoch", best["epoch"])
             log_generator(str(path))
 
@@ -350,7 +402,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = None) -> str:
     """The run's MLflow id: the existing one for a resumed name, else a new run."""
-    from .tracking import named_run
+    from .runtime import named_run
 
     return named_run(
         config.tracking_uri(),
@@ -359,7 +411,7 @@ def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = N
         config.name,
         resume,
         parent_run_id,
-        _flatten(config.model_dump()),
+        _flatten(config.model_dump(mode="json")),
     )
 
 
@@ -382,54 +434,61 @@ def run_training(
     parent_run_id: str | None = None,
     callbacks: list | None = None,
     inputs: tuple | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train with Ray Train on the prepared shards of ``config.data``. ``resume`` continues
     the run called ``config.name`` under ``config.storage_path`` from its last checkpoint.
     ``parent_run_id`` nests the MLflow run; ``callbacks`` go to Ray Train (e.g. Tune's);
-    ``inputs`` are ``load_inputs``' result when the caller has read them already."""
-    import logging
-
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    ``inputs`` are ``load_inputs``' result when the caller has read them already;
+    ``progress`` prints one line per epoch."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from data_prep import load_manifest
+
+    from . import runtime
 
     config.per_worker_batch()  # fail early on an uneven batch
     manifest = load_manifest(config.data)
     for split in ("train", "val"):
         if manifest["counts"].get(split, {}).get("patches", 0) == 0:
-            raise ValueError(f"{config.data}: the '{split}' split has no patches (see its manifest)")
-    storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
-    run_dir = Path(storage) / config.name if "://" not in storage else None
+            raise UsageError(f"{config.data}: the '{split}' split has no patches (see its manifest)")
+    storage = config.storage()
+    run_dir = None if runtime.is_uri(storage) else Path(storage) / config.name
     if not resume and run_dir is not None and run_dir.exists():
-        raise ValueError(f"{run_dir}: a run with this name exists; pass --resume to continue it or choose another name")
-    if not ray.is_initialized():
-        kwargs = {}
-        if not os.environ.get("RAY_ADDRESS"):  # a local Ray: leave logical CPUs for Ray Data's reads
-            needed = math.ceil(config.num_workers * config.cpus_per_worker) + 2
-            kwargs["num_cpus"] = max(os.cpu_count() or 1, needed)
-        ray.init(logging_level=logging.WARNING, **kwargs)
+        raise UsageError(f"{run_dir}: a run with this name exists; pass --resume to continue it or choose another name")
+    # A local Ray needs CPUs for Ray Data's reads beside the workers.
+    runtime.ensure_ray(cpus_needed=config.num_workers * config.cpus_per_worker + 2)
 
     train_data, val_data, val = inputs or load_inputs(config)
     run_id = _mlflow_run(config, resume, parent_run_id)
+    resources = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if config.use_gpu else {})
+    resources |= config.worker_resources
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "train": config.model_dump(),
+            "train": config.model_dump(mode="json"),
             "mlflow_run_id": run_id,
             "val_ir": np.ascontiguousarray(val["ir"]),
             "val_vi": np.ascontiguousarray(val["vi"]),
+            "progress": progress,
+            "verbose": runtime.VERBOSE,
         },
         scaling_config=ScalingConfig(
-            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": config.cpus_per_worker}
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=config.placement_strategy,
         ),
+        torch_config=TorchConfig(backend="nccl" if config.use_gpu and config.gpus_per_worker >= 1 else "gloo"),
         run_config=RunConfig(
             name=config.name,
             storage_path=storage,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
+            # INFO echoes every report's whole metrics dict; our epoch line says what matters.
+            logging_config=LoggingConfig(log_level="INFO" if runtime.VERBOSE else "WARNING"),
         ),
         datasets={"train": train_data, "val": val_data},
     )

@@ -1,6 +1,6 @@
 """The durable end-to-end workflow: samples -> prep -> train | tune -> evaluate -> register -> fuse.
 
-Ray Workflows is gone (removed after Ray 2.47), so durability is built here from two rules:
+Ray Workflows is gone (removed after Ray 2.47), so durability is built here from three rules:
 
 1. **Content-addressed step outputs.** A step's key is a hash of its own settings and the keys
    of the steps it reads; its output lives in ``<storage>/<id>/steps/<step>-<key>/``. A changed
@@ -8,6 +8,8 @@ Ray Workflows is gone (removed after Ray 2.47), so durability is built here from
 2. **Completion marker written last.** ``_DONE.json`` (outputs, timings, MLflow run) is written
    atomically after the step's outputs; a step with a marker is skipped, one without is rerun
    from its folder (train and tune resume from their own checkpoints there).
+3. **One run per workflow id.** ``run`` and ``resume`` hold the id's lock (``pipelines.lock``):
+   a second run of the same id stops at once and names the holder.
 
 The steps are plain functions run by the driver (``ray job submit`` puts the driver on the
 cluster); their work runs on Ray: Ray Data (prep, batch fusion actors), Ray Train (train),
@@ -23,124 +25,113 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from data_prep.config import PrepSettings
 from dwsfusion.files import atomic_write
+from tune.sweep import SweepConfig, SweepSettings
 
-from .config import TrainConfig, tracking_uri
+from .config import (
+    FuseSettings,
+    RegisterSettings,
+    SamplesSettings,
+    TrainConfig,
+    TrainSettings,
+    filesystem_output,
+    validate,
+)
+from .lock import WorkflowLock
+from .runtime import store_path, tracking_uri, use_tracking
 
 MARKER = "_DONE.json"
 STATE = "workflow.json"
 
 
-class SamplesSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    count: int = Field(6, ge=2)
-    seed: int = 0
-
-
-class PrepSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    patch_size: int = 192
-    stride: int = 160
-    val_fraction: float = 0.2
-    seed: int = 0
-    pairs_per_task: int = 64
-
-
-class RegisterSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = "dwsfusion"
-    alias: str = "champion"
-    gate_metrics: list[str] = ["Qabf", "VIF", "SSIM"]
-    tolerance: float = 0.0
-    eval_source: str | None = None
-
-
-class FuseSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WorkflowFuse(FuseSettings):
     input: str | None = None  # default: the workflow's source pairs
     output: str = "fused"  # folder or archive name inside the step's folder (or an absolute path)
-    metrics: list[str] | Literal["all"] = "all"
-    actors: int | None = None
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+
+    @field_validator("output")
+    @classmethod
+    def _a_filesystem_path(cls, value: str) -> str:
+        return filesystem_output(value)  # refused when the config loads, not after training
 
 
 class WorkflowConfig(BaseModel):
-    """One typed config behind ``dwsfusion pipeline``; ``train`` takes every TrainConfig field
-    but ``data``/``storage_path``/``name`` (the workflow sets them)."""
+    """One typed config behind ``dwsfusion pipeline``: every section is its stage's settings
+    model (the same the CLI verbs use); the workflow supplies the data, storage and names."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "dwsfusion"
-    storage: str = "runs/workflows"  # local or shared (NFS) path
+    storage: str = "runs/workflows"  # under the home when relative; local or shared (NFS)
     source: str | None = None  # ir/ + vi/ folder or MSRS root; None: generated sample pairs
     samples: SamplesSettings = SamplesSettings()
     prep: PrepSettings = PrepSettings()
     mode: Literal["train", "tune"] = "train"
-    train: dict[str, Any] = Field(default_factory=dict)
-    tune: dict[str, Any] = Field(default_factory=dict)  # SweepConfig fields but ``train``
+    train: TrainSettings = TrainSettings()
+    tune: SweepSettings = Field(default_factory=SweepSettings)
     registry: RegisterSettings = RegisterSettings()
-    fuse: FuseSettings = FuseSettings()
-    mlflow_tracking_uri: str | None = None
+    fuse: WorkflowFuse = WorkflowFuse()
+    mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the home's runs/mlflow.db
     mlflow_experiment: str = "dwsfusion"
 
-    @model_validator(mode="after")
-    def _validate_sections(self) -> WorkflowConfig:
-        reserved = {"data", "storage_path", "name"} & set(self.train)
-        if reserved:
-            raise ValueError(f"train: {', '.join(sorted(reserved))} are set by the workflow")
-        self.train_config("<prep output>", "<step folder>")  # field errors surface now
-        if self.mode == "tune":
-            self.sweep_config(self.train_config("<prep output>", "<step folder>"), "<step folder>")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _workflow_sets_these(cls, tree):
+        """A clearer word than 'extra input' for the run fields the workflow fills in."""
+        for section, fields in (
+            ("train", ("data", "storage_path", "name")),
+            ("tune", ("train", "storage_path", "name")),
+        ):
+            given = sorted(set(fields) & set((tree or {}).get(section) or {}))
+            if given:
+                raise ValueError(f"{section}: {', '.join(given)} are set by the workflow")
+        return tree
 
     def train_config(self, data: str, storage: str, name: str = "train") -> TrainConfig:
-        tree = {
-            "mlflow_tracking_uri": self.tracking_uri(),
-            "mlflow_experiment": self.mlflow_experiment,
-            **self.train,
-            "data": data,
-            "storage_path": storage,
-            "name": name,
-        }
-        try:
-            return TrainConfig.model_validate(tree)
-        except ValidationError as exc:
-            raise ValueError(_problems("train", exc)) from None
+        run = {"data": data, "storage_path": storage, "name": name, "mlflow_experiment": self.mlflow_experiment}
+        return validate(TrainConfig, {**self.train.model_dump(), **run, "mlflow_tracking_uri": self.tracking_uri()})
 
-    def sweep_config(self, train: TrainConfig, storage: str, name: str = "sweep"):
-        from tune import SweepConfig
-
-        try:
-            return SweepConfig.model_validate({**self.tune, "train": train, "storage_path": storage, "name": name})
-        except ValidationError as exc:
-            raise ValueError(_problems("tune", exc)) from None
+    def sweep_config(self, train: TrainConfig, storage: str, name: str = "sweep") -> SweepConfig:
+        return validate(SweepConfig, {**self.tune.model_dump(), "train": train, "storage_path": storage, "name": name})
 
     def tracking_uri(self) -> str:
         return tracking_uri(self.mlflow_tracking_uri)
 
-
-def _problems(section: str, exc: ValidationError) -> str:
-    return "; ".join(f"{section}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    def root(self, workflow_id: str) -> Path:
+        """The workflow's folder: ``<storage>/<id>``, absolute."""
+        return Path(store_path(self.storage, "storage")) / workflow_id
 
 
 # ------------------------------------------------------------------ steps
+@dataclass
+class StepContext:
+    """What a step function gets: the config, its folder, its inputs' outputs, the workflow's
+    MLflow run, and whether to show progress."""
+
+    config: WorkflowConfig
+    out: Path
+    inputs: dict[str, dict]
+    parent_run: str
+    progress: bool = True
+
+
 @dataclass
 class Step:
     name: str
     provides: str  # the name later steps read it by ("model" for train or tune)
     settings: dict  # what the key hashes, besides the inputs' keys
     inputs: list[str]
-    run: Callable[[WorkflowConfig, Path, dict[str, dict], str], dict]  # -> outputs
+    run: Callable[[StepContext], dict]  # -> outputs
     own_runs: bool = False  # opens its own MLflow runs under the workflow run (train, tune)
 
 
-def _samples(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
+def _samples(ctx: StepContext) -> dict:
     from dwsfusion.samples import write_samples
 
+    config = ctx.config
     if config.source:  # prep reads all of it (MSRS: train/ and test/); evaluate and fuse its test pairs
         from dwsfusion.pairs import resolve_source
 
@@ -152,25 +143,15 @@ def _samples(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> di
             "vi": str(vi.resolve()),
             "pairs": str(ir.parent.resolve()),
         }
-    root = write_samples(out / "pairs", config.samples.count, config.samples.seed)
+    root = write_samples(ctx.out / "pairs", config.samples.count, config.samples.seed)
     return {"prep_source": str(root), "ir": str(root / "ir"), "vi": str(root / "vi"), "pairs": str(root)}
 
 
-def _prep(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
+def _prep(ctx: StepContext) -> dict:
     from data_prep import PrepConfig, run_prep
 
-    prep = config.prep
-    result = run_prep(
-        PrepConfig(
-            source=inputs["samples"]["prep_source"],
-            out=str(out / "patches"),
-            patch_size=prep.patch_size,
-            stride=prep.stride,
-            val_fraction=prep.val_fraction,
-            seed=prep.seed,
-            pairs_per_task=prep.pairs_per_task,
-        )
-    )
+    source, out = ctx.inputs["samples"]["prep_source"], str(ctx.out / "patches")
+    result = run_prep(PrepConfig(**ctx.config.prep.model_dump(), source=source, out=out))
     return {"data": result.out, "run_key": result.run_key, "counts": result.counts, "rejected": result.rejected}
 
 
@@ -193,61 +174,68 @@ def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
     return str(save_generator(generator.eval(), out / "generator.pt", meta={"epoch": best["epoch"]}))
 
 
-def _train(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
+def _train(ctx: StepContext) -> dict:
     from .train import run_training
 
-    train = config.train_config(inputs["prep"]["data"], str(out / "ray"), _run_name(out))
-    resume = (out / "ray" / train.name).exists()  # a killed run continues from its last epoch
-    result = run_training(train, resume=resume, parent_run_id=parent)
-    generator = _best_generator_file(result.checkpoint, out)
+    train = ctx.config.train_config(ctx.inputs["prep"]["data"], str(ctx.out / "ray"), _run_name(ctx.out))
+    resume = (ctx.out / "ray" / train.name).exists()  # a killed run continues from its last epoch
+    result = run_training(train, resume=resume, parent_run_id=ctx.parent_run, progress=ctx.progress)
+    generator = _best_generator_file(result.checkpoint, ctx.out)
     return {"run_id": result.mlflow_run_id, "generator": generator, "val_loss": result.metrics.get("val_loss")}
 
 
-def _tune(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
+def _tune(ctx: StepContext) -> dict:
     from tune import run_sweep
 
-    train = config.train_config(inputs["prep"]["data"], "<per trial>")
-    sweep = config.sweep_config(train, str(out / "ray"), _run_name(out))
-    result = run_sweep(sweep, resume=(out / "ray" / sweep.name).exists(), parent_run_id=parent)
+    train = ctx.config.train_config(ctx.inputs["prep"]["data"], "<per trial>")
+    sweep = ctx.config.sweep_config(train, str(ctx.out / "ray"), _run_name(ctx.out))
+    resume = (ctx.out / "ray" / sweep.name).exists()
+    result = run_sweep(sweep, resume=resume, parent_run_id=ctx.parent_run, progress=ctx.progress)
     if not result.best_checkpoint:
         raise RuntimeError("the sweep's best trial left no checkpoint")
-    generator = _best_generator_file(result.best_checkpoint, out)
     return {
         "run_id": result.best_run_id,
-        "generator": generator,
+        "generator": _best_generator_file(result.best_checkpoint, ctx.out),
         "best_params": result.best_params,
         "best_val_score": result.best_score,
         "sweep_run_id": result.parent_run_id,
     }
 
 
-def _evaluate(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
+def _evaluate(ctx: StepContext) -> dict:
+    """The best generator on the source pairs, beside pixel-wise mean and max fusion of them."""
     import mlflow
 
     from dwsfusion.checkpoints import load_generator
-    from dwsfusion.evaluate import evaluate_generator, write_csv
+    from dwsfusion.evaluate import evaluate_folders, evaluate_generator, write_csv
     from dwsfusion.pairs import find_pairs
+    from dwsfusion.quickstart import comparison_table, write_baselines
 
-    pairs, _ = find_pairs(inputs["samples"]["ir"], inputs["samples"]["vi"])
-    evaluation = evaluate_generator(load_generator(inputs["model"]["generator"]), pairs)
-    write_csv(evaluation, out / "metrics.csv")
+    ir, vi = ctx.inputs["samples"]["ir"], ctx.inputs["samples"]["vi"]
+    pairs, _ = find_pairs(ir, vi)
+    evaluation = evaluate_generator(load_generator(ctx.inputs["model"]["generator"]), pairs, progress=ctx.progress)
+    csv_path = write_csv(evaluation, ctx.out / "metrics.csv")
+    baselines = {
+        name: evaluate_folders(ir, vi, folder, progress=False)
+        for name, folder in write_baselines(pairs, ctx.out / "baselines").items()
+    }
     means = {k: m for k, (m, _) in evaluation.summary().items() if m == m}
     mlflow.log_metrics({k.replace("-", "_"): v for k, v in means.items()})
-    mlflow.log_artifact(str(out / "metrics.csv"))
-    return {"metrics_csv": str(out / "metrics.csv"), "means": means, "table": evaluation.table()}
+    for name, baseline in baselines.items():
+        mlflow.log_metrics(
+            {f"{name}_fusion_{k.replace('-', '_')}": m for k, (m, _) in baseline.summary().items() if m == m}
+        )
+    mlflow.log_artifact(str(csv_path))
+    table = comparison_table({"dwsfusion": evaluation, **{f"{k} fusion": v for k, v in baselines.items()}})
+    return {"metrics_csv": str(csv_path), "means": means, "table": table}
 
 
-def _register(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
-    from .registry import GateConfig, register_model
+def _register(ctx: StepContext) -> dict:
+    from .registry import register_model
 
-    settings = config.registry
-    gate = GateConfig(tuple(settings.gate_metrics), settings.tolerance, settings.eval_source)
+    config = ctx.config
     result = register_model(
-        run_id=inputs["model"]["run_id"],
-        name=settings.name,
-        alias=settings.alias,
-        gate=gate,
-        tracking_uri=config.tracking_uri(),
+        run_id=ctx.inputs["model"]["run_id"], settings=config.registry, tracking_uri=config.tracking_uri()
     )
     return {
         "name": result.name,
@@ -258,24 +246,19 @@ def _register(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> d
     }
 
 
-def _fuse(config: WorkflowConfig, out: Path, inputs: dict, parent: str) -> dict:
-    from dwsfusion.metrics import METRIC_NAMES
-
+def _fuse(ctx: StepContext) -> dict:
     from .batch_fuse import FuseJob, batch_fuse
 
-    settings = config.fuse
-    output = Path(settings.output) if Path(settings.output).is_absolute() else out / settings.output
+    settings = ctx.config.fuse
+    output = Path(settings.output) if Path(settings.output).is_absolute() else ctx.out / settings.output
     job = FuseJob(
-        input=settings.input or inputs["samples"]["pairs"],
+        **settings.model_dump(exclude={"input", "output"}),
+        input=settings.input or ctx.inputs["samples"]["pairs"],
         output=str(output),
-        model=inputs["register"]["model_uri"],
-        tracking_uri=config.tracking_uri(),
-        actors=settings.actors,
-        cpus_per_actor=settings.cpus_per_actor,
-        gpus_per_actor=settings.gpus_per_actor,
-        metrics=METRIC_NAMES if settings.metrics == "all" else tuple(settings.metrics),
+        model=ctx.inputs["register"]["model_uri"],
+        tracking_uri=ctx.config.tracking_uri(),
     )
-    result = batch_fuse(job)
+    result = batch_fuse(job, progress=ctx.progress)
     return {"output": str(output), "counts": result.manifest["counts"], "failures": result.failures}
 
 
@@ -293,17 +276,19 @@ def _listing(source: str | None) -> str | None:
 
 
 def build_steps(config: WorkflowConfig) -> list[Step]:
+    train = config.train.model_dump(mode="json")
     if config.mode == "tune":
-        fitting = Step("tune", "model", config.tune | {"train": config.train}, ["prep"], _tune, own_runs=True)
+        tune = config.tune.model_dump(mode="json") | {"train": train}
+        fitting = Step("tune", "model", tune, ["prep"], _tune, own_runs=True)
     else:
-        fitting = Step("train", "model", config.train, ["prep"], _train, own_runs=True)
+        fitting = Step("train", "model", train, ["prep"], _train, own_runs=True)
     return [
         Step("samples", "samples", {"source": _listing(config.source), **config.samples.model_dump()}, [], _samples),
-        Step("prep", "prep", config.prep.model_dump(), ["samples"], _prep),
+        Step("prep", "prep", config.prep.model_dump(mode="json"), ["samples"], _prep),
         fitting,
         Step("evaluate", "evaluate", {}, ["samples", "model"], _evaluate),
-        Step("register", "register", config.registry.model_dump(), ["model"], _register),
-        Step("fuse", "fuse", config.fuse.model_dump(), ["samples", "register"], _fuse),
+        Step("register", "register", config.registry.model_dump(mode="json"), ["model"], _register),
+        Step("fuse", "fuse", config.fuse.model_dump(mode="json"), ["samples", "register"], _fuse),
     ]
 
 
@@ -338,13 +323,9 @@ def plan(config: WorkflowConfig, root: Path) -> list[StepState]:
     return states
 
 
-def workflow_root(config: WorkflowConfig, workflow_id: str) -> Path:
-    return Path(config.storage).resolve() / workflow_id
-
-
 def _workflow_run(config: WorkflowConfig, workflow_id: str) -> str:
     """The workflow's MLflow parent run (found by its id tag, else created)."""
-    from .tracking import named_run
+    from .runtime import named_run
 
     tracking, experiment = config.tracking_uri(), config.mlflow_experiment
     return named_run(
@@ -352,51 +333,59 @@ def _workflow_run(config: WorkflowConfig, workflow_id: str) -> str:
     )
 
 
-def run_workflow(config: WorkflowConfig, workflow_id: str | None = None, log=print) -> list[StepState]:
-    """Run every step whose marker is missing, in order; returns the final states."""
+def run_workflow(
+    config: WorkflowConfig, workflow_id: str | None = None, log=print, progress: bool = True
+) -> list[StepState]:
+    """Run every step whose marker is missing, in order, holding the workflow's lock (a second
+    run of the same id stops at once, naming the holder); returns the final states."""
+    from .runtime import ensure_ray
 
     workflow_id = workflow_id or config.name
-    root = workflow_root(config, workflow_id)
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write(root / STATE, json.dumps({"id": workflow_id, "config": config.model_dump()}, indent=2))
-    parent = _workflow_run(config, workflow_id)
-    outputs: dict[str, dict] = {}
-    for state in plan(config, root):
-        step = state.step
-        if state.done:
-            log(f"[{step.name}] done before ({state.folder.name}): skipped")
-            outputs[step.provides] = state.record["outputs"]
-            continue
-        log(f"[{step.name}] running -> {state.folder}")
-        state.folder.mkdir(parents=True, exist_ok=True)
-        started = time.time()
-        inputs = {name: outputs[name] for name in step.inputs}
-        if step.own_runs:
-            result, step_run = step.run(config, state.folder, inputs, parent), None
-        else:
-            result, step_run = _run_in_mlflow(config, state, inputs, parent)
-        record = {
-            "step": step.name,
-            "key": state.key,
-            "inputs": state.input_keys,
-            "outputs": result,
-            "started": started,
-            "seconds": time.time() - started,
-            "mlflow_run_id": step_run,
-        }
-        atomic_write(state.folder / MARKER, json.dumps(record, indent=2, default=str))  # written last
-        outputs[step.provides] = result
-        log(f"[{step.name}] finished in {record['seconds']:.1f} s")
-    return plan(config, root)
+    root = config.root(workflow_id)
+    with WorkflowLock(root, workflow_id):
+        atomic_write(root / STATE, json.dumps({"id": workflow_id, "config": config.model_dump(mode="json")}, indent=2))
+        parent = _workflow_run(config, workflow_id)
+        outputs: dict[str, dict] = {}
+        for state in plan(config, root):
+            step = state.step
+            if state.done:
+                log(f"[{step.name}] done before ({state.folder.name}): skipped")
+                outputs[step.provides] = state.record["outputs"]
+                continue
+            # One Ray session for every step, started when one has work: logical CPUs for the
+            # training workers and Ray Data's reads beside them.
+            ensure_ray(config.train.num_workers * config.train.cpus_per_worker + 2)
+            log(f"[{step.name}] running -> {state.folder}")
+            state.folder.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            inputs = {name: outputs[name] for name in step.inputs}
+            ctx = StepContext(config, state.folder, inputs, parent, progress)
+            if step.own_runs:
+                result, step_run = step.run(ctx), None
+            else:
+                result, step_run = _run_in_mlflow(ctx, state)
+            record = {
+                "step": step.name,
+                "key": state.key,
+                "inputs": state.input_keys,
+                "outputs": result,
+                "started": started,
+                "seconds": time.time() - started,
+                "mlflow_run_id": step_run,
+            }
+            atomic_write(state.folder / MARKER, json.dumps(record, indent=2, default=str))  # written last
+            outputs[step.provides] = result
+            log(f"[{step.name}] finished in {record['seconds']:.1f} s")
+        return plan(config, root)
 
 
-def _run_in_mlflow(config: WorkflowConfig, state: StepState, inputs: dict, parent: str) -> tuple[dict, str]:
+def _run_in_mlflow(ctx: StepContext, state: StepState) -> tuple[dict, str]:
     """Run a step inside its own MLflow run, nested under the workflow run."""
     import mlflow
 
-    mlflow.set_tracking_uri(config.tracking_uri())
-    experiment = mlflow.get_run(parent).info.experiment_id
-    tags = {"mlflow.parentRunId": parent, "dwsfusion_step": state.step.name, "dwsfusion_step_key": state.key}
+    use_tracking(ctx.config.tracking_uri())
+    experiment = mlflow.get_run(ctx.parent_run).info.experiment_id
+    tags = {"mlflow.parentRunId": ctx.parent_run, "dwsfusion_step": state.step.name, "dwsfusion_step_key": state.key}
     with mlflow.start_run(run_name=state.step.name, experiment_id=experiment, tags=tags) as run:
         mlflow.log_params(
             {
@@ -405,13 +394,14 @@ def _run_in_mlflow(config: WorkflowConfig, state: StepState, inputs: dict, paren
                 **{f"input.{k}": v for k, v in state.input_keys.items()},
             }
         )
-        result = state.step.run(config, state.folder, inputs, parent)
+        result = state.step.run(ctx)
         mlflow.log_dict(result, "outputs.json")
         return result, run.info.run_id
 
 
 def load_workflow(storage: str, workflow_id: str) -> WorkflowConfig:
-    path = Path(storage).resolve() / workflow_id / STATE
+    """The config a workflow last ran with (``<storage>/<id>/workflow.json``)."""
+    path = Path(store_path(storage, "--storage")) / workflow_id / STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no workflow '{workflow_id}' under {storage}")
-    return WorkflowConfig.model_validate(json.loads(path.read_text())["config"])
+    return validate(WorkflowConfig, json.loads(path.read_text())["config"], where=f"{path}: ")

@@ -1,5 +1,5 @@
 """Ray Tune sweeps of the dual-weight loss coefficients (and friends), tracked in MLflow."""
 
-from .sweep import SweepConfig, SweepResult, run_sweep
+from .sweep import SweepConfig, SweepResult, SweepSettings, run_sweep
 
-__all__ = ["SweepConfig", "SweepResult", "run_sweep"]
+__all__ = ["SweepConfig", "SweepResult", "SweepSettings", "run_sweep"]

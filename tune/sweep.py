@@ -29,7 +29,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.config import TrainConfig
+from dwsfusion.errors import UsageError
+from pipelines.config import TrainConfig, TrainSettings, get_dotted, set_dotted
+from pipelines.runtime import ensure_ray, store_path
 
 OBJECTIVE = "val_score"
 
@@ -70,15 +72,12 @@ def _default_space() -> dict[str, Dimension]:
     return {f"loss.{k}": Dimension(low=0.1, high=10.0) for k in ("dual_ir", "dual_vi", "dual_cross")}
 
 
-class SweepConfig(BaseModel):
-    """A sweep: the base training config, the search space (dotted TrainConfig keys), and
-    how trials are scheduled. Loadable from YAML with ``pipelines.config.load_config``."""
+class SweepSettings(BaseModel):
+    """How to sweep: the search space (dotted TrainConfig keys) and how trials are scheduled.
+    The workflow's ``tune:`` section; ``SweepConfig`` adds the base training config and storage."""
 
-    model_config = ConfigDict(extra="forbid")
-    train: TrainConfig
+    model_config = ConfigDict(extra="forbid", frozen=True)
     space: dict[str, Dimension] = Field(default_factory=_default_space)
-    name: str = "sweep"
-    storage_path: str = "runs/tune"  # Tune's experiment storage: local, NFS or s3://
     num_samples: int = Field(8, ge=1)
     max_concurrent: int = Field(1, ge=1)
     scheduler: Literal["asha", "fifo"] = "asha"
@@ -90,30 +89,38 @@ class SweepConfig(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _known_keys(self) -> SweepConfig:
-        base = self.train.model_dump()
+    def _known_keys(self) -> SweepSettings:
+        fields = TrainSettings().model_dump()
         for key in self.space:
-            node = base
-            for part in key.split("."):
-                if not isinstance(node, dict) or part not in node:
-                    raise ValueError(f"space: '{key}' is not a field of the training config")
-                node = node[part]
+            try:
+                get_dotted(fields, key)
+            except KeyError:
+                raise ValueError(f"space: '{key}' is not a field of the training settings") from None
         return self
+
+
+class SweepConfig(SweepSettings):
+    """A sweep: its settings, the base training config, and where it is stored."""
+
+    train: TrainConfig
+    name: str = "sweep"
+    storage_path: str = "runs/tune"  # Tune's experiment storage: under the home when relative, NFS or s3://
+
+    def storage(self) -> str:
+        return store_path(self.storage_path, "storage_path")
 
 
 def apply_overrides(train: dict, params: dict) -> dict:
     """A copy of the training config dict with dotted ``params`` set."""
     tree = json.loads(json.dumps(train))
     for key, value in params.items():
-        node = tree
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
+        set_dotted(tree, key, value)
     return tree
 
 
-def trial_driver(params: dict, base: dict, sweep_dir: str, parent_run_id: str, inputs: tuple) -> None:
+def trial_driver(
+    params: dict, base: dict, sweep_dir: str, parent_run_id: str, inputs: tuple, progress: bool = True
+) -> None:
     """One trial: the shared training loop under Ray Train, metrics reported to Tune. A
     restored sweep re-runs this; Ray Train then resumes the trial's run from its checkpoint."""
     import ray.tune
@@ -126,7 +133,7 @@ def trial_driver(params: dict, base: dict, sweep_dir: str, parent_run_id: str, i
     tree.update(name=f"trial_{trial}", storage_path=str(Path(sweep_dir) / "trials"))
     config = TrainConfig.model_validate(tree)
     resume = "://" not in config.storage_path and (Path(config.storage_path) / config.name).exists()
-    run_training(config, resume, parent_run_id, callbacks=[TuneReportCallback()], inputs=inputs)
+    run_training(config, resume, parent_run_id, callbacks=[TuneReportCallback()], inputs=inputs, progress=progress)
 
 
 @dataclass
@@ -141,15 +148,11 @@ class SweepResult:
     path: str
 
 
-def _storage(config: SweepConfig) -> str:
-    return config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
-
-
 def _parent_run(config: SweepConfig, resume: bool, parent_run_id: str | None) -> str:
-    from pipelines.tracking import named_run
+    from pipelines.runtime import named_run
 
     space = {k: v.model_dump(exclude_none=True) for k, v in config.space.items()}
-    params = {k: v for k, v in config.model_dump().items() if k not in ("train", "space")}
+    params = config.model_dump(exclude={"train", "space"})
     params["space"] = json.dumps(space)
     return named_run(
         config.train.tracking_uri(),
@@ -174,7 +177,7 @@ def _search(config: SweepConfig):
     try:
         from ray.tune.search.optuna import OptunaSearch
     except ImportError as exc:  # optuna is an optional extra
-        raise ValueError("search_alg 'optuna' needs Optuna: pip install 'dwsfusion[tune]'") from exc
+        raise UsageError("search_alg 'optuna' needs Optuna: pip install 'dwsfusion[tune]'") from exc
     from ray.tune.search import ConcurrencyLimiter
 
     return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=points, seed=config.seed), config.max_concurrent)
@@ -246,18 +249,17 @@ def _log_parent(parent_run_id: str, rows: list[dict], space: list[str], best: di
             mlflow.log_dict({k: best[k] for k in space}, "best_params.json")
 
 
-def run_sweep(config: SweepConfig, resume: bool = False, parent_run_id: str | None = None) -> SweepResult:
+def run_sweep(
+    config: SweepConfig, resume: bool = False, parent_run_id: str | None = None, progress: bool = True
+) -> SweepResult:
     """Run (or with ``resume``, continue) the sweep; returns the best trial and the table.
-    ``parent_run_id`` nests the sweep's MLflow run (a workflow step)."""
-    import logging
-
-    import ray
+    ``parent_run_id`` nests the sweep's MLflow run (a workflow step); ``progress`` prints each
+    trial's epoch lines."""
     from ray import tune
 
-    storage = _storage(config)
+    storage = config.storage()
     sweep_dir = os.path.join(storage, config.name)
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING)
+    ensure_ray()
     parent_run_id = _parent_run(config, resume, parent_run_id)
     from pipelines.train import load_inputs
 
@@ -269,16 +271,17 @@ def run_sweep(config: SweepConfig, resume: bool = False, parent_run_id: str | No
             sweep_dir=sweep_dir,
             parent_run_id=parent_run_id,
             inputs=inputs,
+            progress=progress,
         ),
         {"CPU": config.trial_cpus},
     )
     if resume:
         if not tune.Tuner.can_restore(sweep_dir):
-            raise ValueError(f"{sweep_dir}: no sweep to resume (run it without --resume first)")
+            raise UsageError(f"{sweep_dir}: no sweep to resume (run it without --resume first)")
         tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         if "://" not in storage and Path(sweep_dir).exists():
-            raise ValueError(f"{sweep_dir}: a sweep with this name exists; pass --resume or choose another name")
+            raise UsageError(f"{sweep_dir}: a sweep with this name exists; pass --resume or choose another name")
         tuner = tune.Tuner(
             trainable,
             param_space={key: dim.to_tune() for key, dim in config.space.items()},

@@ -1,8 +1,9 @@
 """Frequency-adaptive dilated convolution (FADC), 3x3, in plain PyTorch.
 
-The release builds this on mmcv's compiled modulated deformable convolution; here the
-sampling is one ``grid_sample`` call over the eight off-centre taps, so the package needs
-no compiled extension. Three parts, each a module:
+The release builds this on mmcv's compiled modulated deformable convolution; here it is plain
+PyTorch, so the package needs no compiled extension: on the CPU exact shifted slices with a
+hand-written backward, elsewhere one ``grid_sample`` call over the eight off-centre taps.
+Three parts, each a module:
 
 - ``FrequencySelection``: re-weights FFT box bands of the input per pixel.
 - ``OmniAttention``: channel and filter gates from the globally pooled input.
@@ -17,6 +18,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .conv import Conv2d, conv2d
 
 FREQ_FACTORS = (2, 4, 8)
 OMNI_HIDDEN = 16  # max(int(in * 0.0625), 16) is 16 for every width in this network
@@ -36,7 +39,7 @@ def _band_limits(size: int, factor: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _rfft_band_mask(h: int, w: int, factor: int) -> torch.Tensor:
+def _rfft_band_mask(h: int, w: int, factor: int, device: str = "cpu") -> torch.Tensor:
     """The release's low-pass box as a mask on ``rfft2`` coefficients, (H, C) with C <= W//2+1:
     trimmed after its last non-zero column (a narrower inverse transform).
 
@@ -53,7 +56,19 @@ def _rfft_band_mask(h: int, w: int, factor: int) -> torch.Tensor:
     mask = ((box + mirrored) / 2)[:, : w // 2 + 1]
     used = torch.nonzero(mask.any(dim=0)).flatten()
     columns = int(used.max()) + 1 if used.numel() else 0
-    return mask[:, :columns].float().contiguous()
+    return mask[:, :columns].float().contiguous().to(device)  # cached per device: no copy per forward
+
+
+def _for_input(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight`` (Cout, Cin, ...) for input ``x``. A one-channel ``x`` fed to a layer of Cin > 1
+    inputs stands for Cin identical channels (CBAM on one channel: its mean and max are the
+    same map), so the layer is the sum of its per-channel weights applied once: the same
+    result, and each channel's weight gets the same gradient, as it should."""
+    if x.shape[1] == weight.shape[1]:
+        return weight
+    if x.shape[1] != 1:
+        raise ValueError(f"input has {x.shape[1]} channels, the layer takes {weight.shape[1]}")
+    return weight.sum(dim=1, keepdim=True)
 
 
 class FrequencySelection(nn.Module):
@@ -62,18 +77,18 @@ class FrequencySelection(nn.Module):
     def __init__(self, channels: int, factors: tuple[int, ...] = FREQ_FACTORS):
         super().__init__()
         self.factors = factors
-        self.gates = nn.ModuleList(nn.Conv2d(channels, 1, 3, padding=1) for _ in factors)
+        self.gates = nn.ModuleList(Conv2d(channels, 1, 3, padding=1) for _ in factors)
         for gate in self.gates:  # zero init: every gate is 2*sigmoid(0) = 1
             nn.init.zeros_(gate.weight)
             nn.init.zeros_(gate.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same; C = 1: see _for_input
         h, w = x.shape[-2:]
         # All gates in one convolution: (B, n_bands, H, W).
-        weights = torch.cat([g.weight for g in self.gates])
+        weights = _for_input(torch.cat([g.weight for g in self.gates]), x)
         biases = torch.cat([g.bias for g in self.gates])
-        gains = 2 * torch.sigmoid(F.conv2d(x, weights, biases, padding=1))
-        masks = [_rfft_band_mask(h, w, f).to(x.device) for f in self.factors]
+        gains = (2 * torch.sigmoid(conv2d(x, weights, biases, padding=1))).split(1, dim=1)
+        masks = [_rfft_band_mask(h, w, f, str(x.device)) for f in self.factors]
         # rfft2 as rfft along W, then an FFT along H of the columns some band keeps only.
         kept = max(m.shape[1] for m in masks)
         spectrum = torch.fft.fft(torch.fft.rfft(x.float(), dim=-1)[..., :kept], dim=-2)
@@ -85,7 +100,7 @@ class FrequencySelection(nn.Module):
                 columns = mask.shape[1]
                 low = torch.fft.ifft(spectrum[..., :columns] * mask, dim=-2)
                 low = torch.fft.irfft(low, n=w, dim=-1).to(x.dtype)  # zero-pads the columns
-            band = gains[:, i : i + 1] * (previous - low)
+            band = gains[i] * (previous - low)
             out = band if out is None else out + band
             previous = low
         return out + previous
@@ -106,10 +121,20 @@ class OmniAttention(nn.Module):
                 nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = F.relu(self.bn(self.squeeze(x.mean(dim=(-2, -1), keepdim=True))))  # (B, 16, 1, 1)
-        channel = torch.sigmoid(self.channel_gate(z)).flatten(1)  # (B, in)
-        filters = torch.sigmoid(self.filter_gate(z)).flatten(1)  # (B, out)
+        # The 1x1 convolutions of a 1x1 map are matrix products: F.linear on their weights
+        # (the same parameters) skips a convolution call per gate, forward and backward.
+        z = F.linear(x.mean(dim=(-2, -1)), _for_input(self.squeeze.weight, x).flatten(1))  # (B, 16)
+        z = F.relu(self.bn(z[:, :, None, None])).flatten(1)
+        channel = torch.sigmoid(F.linear(z, self.channel_gate.weight.flatten(1), self.channel_gate.bias))  # (B, in)
+        filters = torch.sigmoid(F.linear(z, self.filter_gate.weight.flatten(1), self.filter_gate.bias))  # (B, out)
         return channel, filters
+
+
+@functools.lru_cache(maxsize=16)
+def _off_centre_directions(device: str, dtype: torch.dtype) -> torch.Tensor:
+    """(8, 2) tap directions (dy, dx), made once per device: a tensor built from a Python list
+    is a blocking host-to-device copy."""
+    return torch.tensor([TAP_DIRECTIONS[k] for k in OFF_CENTRE_TAPS], dtype=dtype).to(device)
 
 
 def _sampling_grid_conv2d(
@@ -121,7 +146,7 @@ def _sampling_grid_conv2d(
     c_out = kernel.shape[1]
     ys = torch.arange(1, h + 1, device=x_padded.device, dtype=x_padded.dtype).view(1, 1, h, 1)
     xs = torch.arange(1, w + 1, device=x_padded.device, dtype=x_padded.dtype).view(1, 1, 1, w)
-    dirs = torch.tensor([TAP_DIRECTIONS[k] for k in OFF_CENTRE_TAPS], device=x_padded.device, dtype=x_padded.dtype)
+    dirs = _off_centre_directions(str(x_padded.device), x_padded.dtype)
     dy, dx = dirs[:, 0].view(1, 8, 1, 1), dirs[:, 1].view(1, 8, 1, 1)
     # grid_sample with align_corners=True maps -1/+1 to the first/last pixel centre.
     grid_y = (ys + dilation * dy) * (2.0 / (hp - 1)) - 1.0  # (B, 8, H, W)
@@ -133,6 +158,131 @@ def _sampling_grid_conv2d(
     columns = torch.cat((sampled[:, :, :4], centre, sampled[:, :, 4:]), dim=2) * mask.unsqueeze(1)
     out = torch.bmm(kernel.reshape(b, c_out, c_in * 9), columns.reshape(b, c_in * 9, h * w))
     return out.view(b, c_out, h, w)
+
+
+# The bilinear weights a tap's reads use, per integer level: index into the (B, L, 5, H, W)
+# stack built by ``_read_weights``. Axis taps read two pixels (NEAR, FAR), diagonal taps four
+# (products of two one-axis weights).
+NEAR, FAR, NEAR_NEAR, NEAR_FAR, FAR_FAR = range(5)
+_PRODUCT = {(NEAR, NEAR): NEAR_NEAR, (NEAR, FAR): NEAR_FAR, (FAR, FAR): FAR_FAR}
+
+
+@functools.lru_cache(maxsize=32)
+def _tap_reads(levels: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Every read of the off-centre taps: (tap k, level index, row offset, column offset,
+    weight index). A tap in direction +1 at dilation n + f reads rows p+n (weight 1-f, NEAR)
+    and p+n+1 (f, FAR); in direction -1 rows p-n-1 (FAR) and p-n (NEAR)."""
+    reads = []
+    for li, n in enumerate(levels):
+        per_axis = {1: ((n, NEAR), (n + 1, FAR)), -1: ((-n - 1, FAR), (-n, NEAR)), 0: ((0, None),)}
+        for k in OFF_CENTRE_TAPS:
+            dy, dx = TAP_DIRECTIONS[k]
+            for oy, wy in per_axis[dy]:
+                for ox, wx in per_axis[dx]:
+                    kind = wx if wy is None else wy if wx is None else _PRODUCT[(min(wy, wx), max(wy, wx))]
+                    reads.append((k, li, oy, ox, kind))
+    return tuple(reads)
+
+
+def _window(planes: torch.Tensor, k: int, oy: int, ox: int, origin: int, h: int, w: int) -> torch.Tensor:
+    """(B, C, H, W) view of tap k's plane (shared when there is one) read at offset (oy, ox)."""
+    plane = planes[:, k if planes.shape[1] > 1 else 0]
+    return plane[:, :, origin + oy : origin + oy + h, origin + ox : origin + ox + w]
+
+
+class _DilatedTaps(torch.autograd.Function):
+    """Masked bilinear tap samples of a per-pixel dilated 3x3 window.
+
+    ``planes`` (B, P, C, Hs, Ws): the zero-margined input, one plane shared by every tap (P = 1)
+    or one per tap (P = 9, channels pre-mixed by the tap's kernel). ``weights`` (B, L, 5, H, W):
+    the bilinear read weights per integer level (zero where a pixel has another level).
+    ``mask`` (B, 9, H, W). Returns the masked taps (B, 9, C, H, W), or with ``reduce`` their
+    sum over taps (B, C, H, W).
+
+    Linear in each input, so the backward is the forward's reads transposed, each gradient
+    accumulated in place into one buffer; a tap's unmasked value is recomputed there rather
+    than kept. (Autograd of the same slices allocated and zero-filled a full-size gradient per
+    read: about a quarter of a training step.) First-order only: the critics' double backward
+    never runs through the generator.
+    """
+
+    @staticmethod
+    def forward(ctx, planes, weights, mask, levels, origin, h, w, reduce):  # noqa: ANN001 (autograd)
+        b, _, c = planes.shape[:3]
+        out = planes.new_zeros((b, c, h, w) if reduce else (b, 9, c, h, w))
+        for k, tap in _each_tap(planes, weights, levels, origin, h, w):
+            torch.addcmul(out, tap, mask[:, k : k + 1], out=out) if reduce else torch.mul(
+                tap, mask[:, k : k + 1], out=out[:, k]
+            )
+        ctx.save_for_backward(planes, weights, mask)
+        ctx.geometry = (levels, origin, h, w, reduce)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: ANN001
+        planes, weights, mask = ctx.saved_tensors
+        levels, origin, h, w, reduce = ctx.geometry
+        grad_planes = torch.zeros_like(planes) if ctx.needs_input_grad[0] else None
+        grad_weights = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
+        grad_mask = torch.zeros_like(mask) if ctx.needs_input_grad[2] else None
+        for k, tap in _each_tap(planes, weights, levels, origin, h, w):
+            grad = grad_out if reduce else grad_out[:, k]  # (B, C, H, W)
+            if grad_mask is not None:
+                _add_channel_dot(grad_mask[:, k], grad, tap)
+            grad_tap = grad * mask[:, k : k + 1]
+            for _, li, oy, ox, kind in _reads_of(k, levels):
+                if kind is None:  # the centre tap: weight 1 at every dilation
+                    if grad_planes is not None:
+                        _window(grad_planes, k, 0, 0, origin, h, w).add_(grad_tap)
+                    continue
+                if grad_planes is not None:
+                    target = _window(grad_planes, k, oy, ox, origin, h, w)
+                    target.addcmul_(grad_tap, weights[:, li, kind].unsqueeze(1))
+                if grad_weights is not None:
+                    source = _window(planes, k, oy, ox, origin, h, w)
+                    _add_channel_dot(grad_weights[:, li, kind], grad_tap, source)
+        return grad_planes, grad_weights, grad_mask, None, None, None, None, None
+
+
+def _add_channel_dot(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """target (B, H, W) += sum over channels of a * b, (B, C, H, W); in place for one channel
+    (a sum over a single channel would allocate, fill and copy)."""
+    if a.shape[1] == 1:
+        target.addcmul_(a[:, 0], b[:, 0])
+    else:
+        target += (a * b).sum(dim=1)
+
+
+def _reads_of(k: int, levels: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
+    if k == CENTRE_TAP:
+        return ((k, 0, 0, 0, None),)
+    return tuple(r for r in _tap_reads(levels) if r[0] == k)
+
+
+def _each_tap(planes, weights, levels, origin, h, w):  # noqa: ANN001
+    """(k, tap k's unmasked bilinear sample (B, C, H, W)) for the nine taps."""
+    for k in range(9):
+        tap = None
+        for _, li, oy, ox, kind in _reads_of(k, levels):
+            window = _window(planes, k, oy, ox, origin, h, w)
+            if kind is None:
+                tap = window
+            elif tap is None:
+                tap = window * weights[:, li, kind].unsqueeze(1)
+            else:
+                tap.addcmul_(window, weights[:, li, kind].unsqueeze(1))
+        yield k, tap
+
+
+def _read_weights(frac: torch.Tensor, whole: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    """(B, 1, H, W) fractional dilation -> (B, L, 5, H, W) bilinear read weights per level."""
+    stacks = []
+    for level in levels:
+        here = (whole == level).to(frac.dtype) if len(levels) > 1 else 1.0
+        near, far = (1 - frac) * here, frac * here  # here * here == here on the diagonals
+        stacks.append(torch.cat((near, far, near * near, near * far, far * far), dim=1))
+    return torch.stack(stacks, dim=1)
 
 
 def adaptive_dilated_conv2d(
@@ -154,8 +304,13 @@ def adaptive_dilated_conv2d(
     rows p+n, p+n+1 with weights 1-f, f, and in direction -1 rows p-n-1, p-n with f, 1-f.
     For each distinct integer part n (one or two in trained models) that is a handful of
     shifted slices times weight maps: exact positions and no gather. Beyond ``max_levels``
-    distinct n (``MAX_SLICE_LEVELS``), the general grid_sample path runs instead.
+    distinct n (``MAX_SLICE_LEVELS``), and on any device but the CPU, the general grid_sample
+    path runs instead (the same values and gradients, tested).
     """
+    if x_padded.device.type != "cpu":
+        # On an accelerator one gather is fast, and the slice path's level count would cost a
+        # device-to-host sync per call (int() of a reduction): the forward stays asynchronous.
+        return _sampling_grid_conv2d(x_padded, dilation, mask, kernel)
     b, c_in, hp, wp = x_padded.shape
     h, w = hp - 2, wp - 2
     c_out = kernel.shape[1]
@@ -164,56 +319,19 @@ def adaptive_dilated_conv2d(
     levels = list(range(low, high + 1))
     if len(levels) > (MAX_SLICE_LEVELS if max_levels is None else max_levels):
         return _sampling_grid_conv2d(x_padded, dilation, mask, kernel)
-    frac = dilation - whole  # carries the gradient to the offsets
-    mix_first = c_out < c_in  # sample Cout pre-mixed planes per tap instead of Cin inputs
-    margin = int(max(levels)) + 1  # zeros beyond the padded input, as DCNv2 samples them
+    weights = _read_weights(dilation - whole, whole, levels)  # the fraction carries the offsets' gradient
+    margin = high + 1  # zeros beyond the padded input, as DCNv2 samples them
     source = F.pad(x_padded, (margin, margin, margin, margin))
     hs, ws = hp + 2 * margin, wp + 2 * margin
     origin = margin + 1  # index of output pixel (0, 0) in ``source``
-    if mix_first:  # (B, 9*Cout, Cin) @ (B, Cin, Hs*Ws) -> (B, 9, Cout, Hs, Ws); zeros stay zero
+    if c_out < c_in:  # sample Cout pre-mixed planes per tap instead of Cin inputs
+        # (B, 9*Cout, Cin) @ (B, Cin, Hs*Ws) -> (B, 9, Cout, Hs, Ws); zeros stay zero
         mixed = torch.bmm(kernel.permute(0, 3, 1, 2).reshape(b, 9 * c_out, c_in), source.reshape(b, c_in, hs * ws))
-        source = mixed.view(b, 9, c_out, hs, ws)
-        out = x_padded.new_zeros(b, c_out, h, w)
-    else:
-        columns = x_padded.new_zeros(b, c_in, 9, h, w)
-
-    def window(k: int, oy: int, ox: int) -> torch.Tensor:  # (B, C, H, W) read at offset (oy, ox)
-        plane = source[:, k] if mix_first else source
-        return plane[:, :, origin + oy : origin + oy + h, origin + ox : origin + ox + w]
-
-    def add_tap(k: int, value: torch.Tensor) -> None:  # value already bilinear-weighted
-        if mix_first:
-            out.addcmul_(value, mask[:, k : k + 1])
-        else:
-            columns[:, :, k].add_(value)
-
-    add_tap(CENTRE_TAP, window(CENTRE_TAP, 0, 0))  # independent of the dilation
-    for level in levels:
-        n, here = int(level), (whole == level).to(frac.dtype) if len(levels) > 1 else 1.0
-        near, far = (1 - frac) * here, frac * here  # weights of the nearer and farther row
-        # Diagonal taps read with products of two one-axis weights (here * here == here).
-        products = {(0, 0): near * near, (0, 1): near * far, (1, 1): far * far}
-        axis_weight = (near, far)
-        # Per direction: (integer offset, which weight) of the two rows/columns it reads.
-        reads = {1: ((n, 0), (n + 1, 1)), -1: ((-n - 1, 1), (-n, 0)), 0: ((0, None),)}
-        for k in OFF_CENTRE_TAPS:
-            dy, dx = TAP_DIRECTIONS[k]
-            value = None  # the tap's bilinear sample: two reads on an axis, four on a diagonal
-            for oy, wy in reads[dy]:
-                for ox, wx in reads[dx]:
-                    if wy is None or wx is None:
-                        weight = axis_weight[wx if wy is None else wy]
-                    else:
-                        weight = products[(min(wy, wx), max(wy, wx))]
-                    if value is None:
-                        value = window(k, oy, ox) * weight
-                    else:
-                        value.addcmul_(window(k, oy, ox), weight)
-            add_tap(k, value)
-    if mix_first:
-        return out
-    columns.mul_(mask.unsqueeze(1))  # (B, Cin, 9, H, W) * (B, 1, 9, H, W)
-    return torch.bmm(kernel.reshape(b, c_out, c_in * 9), columns.reshape(b, c_in * 9, h * w)).view(b, c_out, h, w)
+        return _DilatedTaps.apply(mixed.view(b, 9, c_out, hs, ws), weights, mask, tuple(levels), origin, h, w, True)
+    taps = _DilatedTaps.apply(source.unsqueeze(1), weights, mask, tuple(levels), origin, h, w, False)
+    columns = taps.view(b, 9 * c_in, h * w)  # masked taps, (B, 9, Cin, H, W)
+    # (B, Cout, 9*Cin) with the tap index outermost, as in ``columns``
+    return torch.bmm(kernel.permute(0, 1, 3, 2).reshape(b, c_out, 9 * c_in), columns).view(b, c_out, h, w)
 
 
 class AdaptiveDilatedConv(nn.Module):
@@ -228,32 +346,36 @@ class AdaptiveDilatedConv(nn.Module):
         self.freq_select = FrequencySelection(in_channels)
         self.omni_low = OmniAttention(in_channels, out_channels)  # gates the kernel's DC part
         self.omni_high = OmniAttention(in_channels, out_channels)  # gates the rest
-        self.offset_conv = nn.Conv2d(in_channels, 1, 3)
-        self.mask_conv = nn.Conv2d(in_channels, 9, 3)
+        self.offset_conv = Conv2d(in_channels, 1, 3)
+        self.mask_conv = Conv2d(in_channels, 9, 3)
         nn.init.zeros_(self.offset_conv.weight)
         nn.init.constant_(self.offset_conv.bias, offset_eps)
         nn.init.zeros_(self.mask_conv.weight)
         nn.init.zeros_(self.mask_conv.bias)
 
-    def modulated_kernel(self, x: torch.Tensor) -> torch.Tensor:  # -> (B, Cout, Cin, 9)
+    def modulated_kernel(self, x: torch.Tensor) -> torch.Tensor:  # -> (B, Cout, Cin, 9); Cin 1 for x of 1
+        """Per-sample kernels; for a one-channel ``x`` (identical channels), summed over Cin."""
         ch_low, filt_low = self.omni_low(x)
         ch_high, filt_high = self.omni_high(x)
         weight = self.weight.flatten(2)  # (Cout, Cin, 9)
         mean = weight.mean(dim=-1, keepdim=True)
         low_gain = (2 * ch_low[:, None, :]) * (2 * filt_low[:, :, None])  # (B, Cout, Cin)
         high_gain = (2 * ch_high[:, None, :]) * (2 * filt_high[:, :, None])
-        return mean * low_gain.unsqueeze(-1) + (weight - mean) * high_gain.unsqueeze(-1)
+        kernel = mean * low_gain.unsqueeze(-1) + (weight - mean) * high_gain.unsqueeze(-1)
+        return kernel if x.shape[1] == self.in_channels else kernel.sum(dim=2, keepdim=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W) -> (B, Cout, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin or 1, H, W) -> (B, Cout, H, W)
+        """A one-channel ``x`` stands for Cin identical channels (see ``_for_input``)."""
         x = self.freq_select(x)
         kernel = self.modulated_kernel(x)
         x_padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
         # Offset and mask convolutions in one call: (B, 1 + 9, H, W).
-        weights = torch.cat((self.offset_conv.weight, self.mask_conv.weight))
+        weights = _for_input(torch.cat((self.offset_conv.weight, self.mask_conv.weight)), x)
         biases = torch.cat((self.offset_conv.bias, self.mask_conv.bias))
-        offset_mask = F.conv2d(x_padded, weights, biases)
-        dilation = 1 + offset_mask[:, :1].abs()  # (B, 1, H, W)
-        mask = torch.sigmoid(offset_mask[:, 1:])  # (B, 9, H, W)
+        offset_mask = conv2d(x_padded, weights, biases)
+        offset, mask_logits = offset_mask.split((1, 9), dim=1)  # split: its backward is one cat
+        dilation = 1 + offset.abs()  # (B, 1, H, W)
+        mask = torch.sigmoid(mask_logits)  # (B, 9, H, W)
         out = adaptive_dilated_conv2d(x_padded, dilation, mask, kernel)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)

@@ -42,6 +42,8 @@ class SpatialAttention(nn.Module):
         self.conv = AdaptiveDilatedConv(2, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:  # mean and max of one channel are that channel: the FADC folds its two inputs
+            return x * torch.sigmoid(self.conv(x))
         pooled = torch.cat((x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)), dim=1)
         return x * torch.sigmoid(self.conv(pooled))
 

@@ -11,12 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import Conv2d
+
 
 class Discriminator(nn.Module):
     def __init__(self):
         super().__init__()
         widths = (1, 4, 8, 16)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:], strict=False))
+        self.convs = nn.ModuleList(Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:], strict=False))
         self.bns = nn.ModuleList(nn.BatchNorm2d(b) for b in widths[1:])
         self.head = nn.Linear(widths[-1], 1)
 

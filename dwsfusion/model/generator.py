@@ -15,6 +15,7 @@ from torch import nn
 
 from .adaptive_conv import AdaptiveDilatedConv
 from .attention import CBAM
+from .conv import Conv2d
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class Down(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W) -> (B, Cout, ~H/4, ~W/4)
         x = F.max_pool2d(F.relu(self.bn(self.conv1(_pad_to_even(x)))), 2)
@@ -89,8 +90,8 @@ class AlphaNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.conv1 = Conv2d(2, 4, 3, padding=1)
+        self.conv2 = Conv2d(4, 8, 3, padding=1)
         self.fc = nn.Linear(8, 1)
 
     def features(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:  # -> (B, 8, H, W)
@@ -110,7 +111,7 @@ class FusionHead(nn.Module):
         super().__init__()
         self.conv_in = AdaptiveDilatedConv(2, 4)
         self.att = CBAM(4, channel_min_hidden)
-        self.skip = nn.Conv2d(2, 4, 1)
+        self.skip = Conv2d(2, 4, 1)
         self.conv_out = AdaptiveDilatedConv(4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

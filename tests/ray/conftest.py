@@ -1,7 +1,9 @@
 """One local Ray session per test module (Ray start-up is the slow part of these tests).
-A module sets ``RAY_CPUS`` for more logical CPUs (e.g. two training workers + Ray Data reads),
-and ``RAY_DASHBOARD = True`` where Ray needs its state API (Ray Train's placement-group cleaner
-frees the workers of a Tune trial that ASHA stopped through it)."""
+A module sets ``RAY_CPUS`` for more logical CPUs (e.g. two training workers + Ray Data reads)
+and ``RAY_SESSION = False`` where every Ray is a subprocess's own (tests of the command line).
+The dashboard stays on: Ray Train's placement-group cleaner polls its state API every second,
+and without it a missed answer can read as a dead controller and remove the workers'
+placement group mid-run."""
 
 import pytest
 
@@ -9,9 +11,12 @@ import pytest
 @pytest.fixture(scope="module", autouse=True)
 def ray_session(request):
     ray = pytest.importorskip("ray")
+    if not getattr(request.module, "RAY_SESSION", True):
+        yield None
+        return
     ray.init(
         num_cpus=getattr(request.module, "RAY_CPUS", 2),
-        include_dashboard=getattr(request.module, "RAY_DASHBOARD", False),
+        include_dashboard=getattr(request.module, "RAY_DASHBOARD", True),
         logging_level="ERROR",
     )
     yield ray

@@ -1,41 +1,65 @@
-"""Registry + batch fusion: register -> promotion gate -> fuse archives by models:/name@alias
-(in a fresh process too) -> metrics.csv, manifest, re-run no-op, resume. One Ray session."""
+"""Registry + batch fusion + serving: register (the command line's --checkpoint form) ->
+promotion gate -> fuse archives by models:/name@alias (in a fresh process too) -> metrics.csv,
+manifest, re-run no-op, resume; the registered model equals the checkpoint it came from, in
+batch fusion and behind ``mlflow models serve``. One Ray session."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
-from dwsfusion.checkpoints import save_generator  # noqa: E402
+from dwsfusion.checkpoints import load_generator, save_generator  # noqa: E402
+from dwsfusion.color import read_image  # noqa: E402
+from dwsfusion.fuse import fuse_luma, load_pair  # noqa: E402
 from dwsfusion.model import Generator  # noqa: E402
+from dwsfusion.pairs import find_pairs  # noqa: E402
 from pipelines.batch_fuse import FuseJob, batch_fuse  # noqa: E402
-from pipelines.registry import GateConfig, gate_decision, register_model  # noqa: E402
+from pipelines.config import RegisterSettings  # noqa: E402
+from pipelines.registry import gate_decision, register_model  # noqa: E402
+from tests.conftest import OFFICIAL_WEIGHTS, SHARED  # noqa: E402
 
 METRICS = ("Qabf", "VIF", "SSIM")
+DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
+
+
+def _dwsfusion(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    done = subprocess.run([DWSFUSION, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, f"dwsfusion {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, random_checkpoint):
+    """'fuser' v1 from the command line (champion), then v2, a worse model, through the API."""
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    first = register_model(checkpoint=random_checkpoint, name="fuser", tracking_uri=uri)
+    done = _dwsfusion("register", "--checkpoint", str(random_checkpoint), "--name", "fuser", "--tracking-uri", uri)
+    assert "registered fuser version 1 -> @champion: first champion" in done.stdout
+    first = mlflow.MlflowClient(uri).get_model_version_by_alias("fuser", "champion")
     # A clearly worse generator: its output layer is zeroed, so it fuses to a flat image.
     torch.manual_seed(0)
     flat = Generator().eval()
     for p in flat.fusion.conv_out.parameters():
         torch.nn.init.zeros_(p)
-    second = register_model(checkpoint=save_generator(flat, root / "flat.pt"), name="fuser", tracking_uri=uri)
+    fuser = RegisterSettings(name="fuser")
+    second = register_model(checkpoint=save_generator(flat, root / "flat.pt"), settings=fuser, tracking_uri=uri)
     return uri, first, second
 
 
@@ -56,7 +80,6 @@ def archives(tmp_path_factory, samples_dir):
 
 def test_gate_promotes_first_and_refuses_a_worse_model(registry):
     uri, first, second = registry
-    assert first.alias == "champion" and first.promoted
     assert second.alias == "challenger" and not second.promoted and "worse than the champion" in second.reason
     client = mlflow.MlflowClient(uri)
     assert client.get_model_version_by_alias("fuser", "champion").version == first.version
@@ -66,7 +89,7 @@ def test_gate_promotes_first_and_refuses_a_worse_model(registry):
 
 
 def test_gate_rule_directions():
-    gate = GateConfig(metrics=("Qabf", "MSE"), tolerance=0.01)
+    gate = RegisterSettings(gate_metrics=("Qabf", "MSE"), tolerance=0.01)
     assert gate_decision({"Qabf": 0.496, "MSE": 100.5}, {"Qabf": 0.5, "MSE": 100.0}, gate)[0]
     passed, reason = gate_decision({"Qabf": 0.49, "MSE": 100.0}, {"Qabf": 0.5, "MSE": 100.0}, gate)
     assert not passed and "Qabf" in reason
@@ -121,9 +144,7 @@ def test_cli_fuses_a_tar_by_alias_in_a_fresh_process(registry, archives, tmp_pat
     root, stems = archives
     out = tmp_path / "fused.tar"
     cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
+        DWSFUSION,
         "fuse",
         "--model",
         "models:/fuser@champion",
@@ -147,3 +168,74 @@ def test_cli_fuses_a_tar_by_alias_in_a_fresh_process(registry, archives, tmp_pat
         manifest = json.loads(packed.extractfile("manifest.json").read())
     assert sorted(names) == sorted([f"{s}.png" for s in stems] + ["metrics.csv", "manifest.json"])
     assert manifest["model"]["version"] == first.version and manifest["counts"]["fused"] == len(stems)
+
+
+def _release_or_random(random_checkpoint) -> tuple[Path, Path]:
+    """The release weights and TNO when ../shared has them, else a random generator and samples."""
+    if OFFICIAL_WEIGHTS.exists() and (SHARED / "data" / "TNO" / "ir").is_dir():
+        return OFFICIAL_WEIGHTS, SHARED / "data" / "TNO"
+    return random_checkpoint, None
+
+
+def test_a_registered_checkpoint_fuses_like_the_checkpoint(tmp_path, random_checkpoint, samples_dir):
+    """register --checkpoint, then fuse --model by alias: the same images as fuse --checkpoint
+    (release weights on the 25 TNO pairs when ../shared is there)."""
+    weights, pairs = _release_or_random(random_checkpoint)
+    pairs = pairs or samples_dir
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _dwsfusion(
+        "register", "--checkpoint", str(weights), "--name", "release", "--alias", "champion", "--tracking-uri", uri
+    )
+    by_alias = ["--model", "models:/release@champion", "--tracking-uri", uri, "--metrics", "none", "--quiet"]
+    _dwsfusion("fuse", *by_alias, "--input", str(pairs), "--output", str(tmp_path / "by_alias"))
+    folder = ["--ir", str(pairs / "ir"), "--vi", str(pairs / "vi"), "--out", str(tmp_path / "direct"), "--quiet"]
+    _dwsfusion("fuse", "--checkpoint", str(weights), *folder)
+    names = sorted(p.name for p in (tmp_path / "direct").glob("*.png"))
+    assert names and names == sorted(p.name for p in (tmp_path / "by_alias").glob("*.png"))
+    worst = max(
+        np.abs(read_image(tmp_path / "by_alias" / n)[0].astype(int) - read_image(tmp_path / "direct" / n)[0]).max()
+        for n in names
+    )
+    assert worst <= 1, f"registered model differs from its checkpoint by {worst} levels"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_mlflow_models_serve_round_trip_equals_fuse(registry, tmp_path, random_checkpoint, samples_dir):
+    """`mlflow models serve --env-manager local -m models:/fuser@champion` on a loopback port:
+    the served fused luma equals the library's fusion of the same pair."""
+    uri, first, _ = registry
+    pair = find_pairs(samples_dir / "ir", samples_dir / "vi")[0][0]
+    source = load_pair(pair)
+    expected = fuse_luma(load_generator(random_checkpoint), source.ir, source.vis_y)
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)  # uvicorn, mlflow: the venv's bin on PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    command = ["mlflow", "models", "serve", "--env-manager", "local", "-m", "models:/fuser@champion", "--port"]
+    server = subprocess.Popen(
+        [*command, str(port), "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                time.sleep(1)
+        body = json.dumps({"inputs": {"ir": source.ir.tolist(), "vi": source.vis_y.tolist()}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            served = np.asarray(json.loads(response.read())["predictions"], np.float32)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert served.shape == expected.shape
+    assert np.array_equal(np.floor(served * 255), np.floor(expected * 255))  # the same 8-bit image

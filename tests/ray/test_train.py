@@ -1,66 +1,81 @@
-"""Ray Train on tiny shards: 2 gloo workers, MLflow in a temporary SQLite store,
-identical ranks, checkpoints, resume. One Ray session for the module."""
+"""Ray Train on tiny shards, through the command line as a user runs it: ``dwsfusion
+samples``, ``prep`` and ``train`` (2 gloo workers) in subprocesses, MLflow in a temporary
+SQLite store; identical ranks, checkpoints, one console line per epoch, the logged model in a
+fresh process, ``register --run``, and ``train --resume``."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
-from data_prep import PrepConfig, run_prep  # noqa: E402
-from dwsfusion.samples import write_samples  # noqa: E402
-from pipelines.config import TrainConfig  # noqa: E402
-from pipelines.train import load_train_state, run_training  # noqa: E402
+from pipelines.config import TrainConfig, load_config  # noqa: E402
+from pipelines.train import load_train_state  # noqa: E402
 
-RAY_CPUS = 4  # two training workers + Ray Data reads
+RAY_SESSION = False  # every Ray here is a subprocess's own
+DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
+
+
+def _dwsfusion(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [DWSFUSION, *args], capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""}, timeout=600
+    )
+    assert done.returncode == 0, f"dwsfusion {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    write_samples(root / "src", count=5, seed=3)
-    run_prep(
-        PrepConfig(
-            source=str(root / "src"), out=str(root / "patches"), patch_size=161, stride=40, val_fraction=0.4, seed=0
-        ),
-        log=lambda *_: None,
-    )
-    config = TrainConfig(
-        data=str(root / "patches"),
-        storage_path=str(root / "storage"),
-        name="tiny",
-        num_workers=2,
-        epochs=2,
-        batch_size=4,
-        max_steps_per_epoch=2,
-        lr_g=1e-3,
-        lr_d=1e-3,
-        val_images=2,
-        materialize=True,
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-    )
-    return config, run_training(config)
+    _dwsfusion("samples", "--out", str(root / "src"), "--count", "5", "--seed", "3")
+    prep = ["--patch-size", "161", "--stride", "40", "--val-fraction", "0.4", "--quiet"]
+    _dwsfusion("prep", "--source", str(root / "src"), "--out", str(root / "patches"), *prep)
+    tree = {
+        "data": str(root / "patches"),
+        "storage_path": str(root / "storage"),
+        "name": "tiny",
+        "num_workers": 2,
+        "epochs": 2,
+        "batch_size": 4,
+        "max_steps_per_epoch": 2,
+        "lr_g": 1e-3,
+        "lr_d": 1e-3,
+        "val_images": 2,
+        "materialize": True,
+        "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+    }
+    (root / "train.yaml").write_text(yaml.safe_dump(tree))
+    done = _dwsfusion("train", "--config", str(root / "train.yaml"))
+    run_id = re.search(r"MLflow run:\s+(\w+)", done.stdout).group(1)
+    checkpoint = re.search(r"last checkpoint: (\S+)", done.stdout).group(1)
+    return root, load_config(TrainConfig, root / "train.yaml"), run_id, checkpoint, done.stdout + done.stderr
 
 
 def test_two_workers_train_report_checkpoints_and_stay_identical(first_run):
-    config, result = first_run
-    assert result.metrics["epoch"] == 1
-    assert result.metrics["ranks_identical"] == 1.0 and result.metrics["rank_parameter_spread"] == 0.0
-    state = load_train_state(result.checkpoint)
+    root, config, run_id, checkpoint, console = first_run
+    metrics = mlflow.MlflowClient(config.tracking_uri()).get_run(run_id).data.metrics
+    assert metrics["ranks_identical"] == 1.0 and metrics["rank_parameter_spread"] == 0.0
+    # One console line per epoch, from rank 0 only; Ray Train's per-report dict only with --verbose.
+    assert [len(re.findall(rf"\[tiny epoch {e}\]", console)) for e in (0, 1)] == [1, 1]
+    assert "TrainingReport(" not in console and "Reported metrics" not in console
+    state = load_train_state(checkpoint)
     assert state["epoch"] == 1 and set(state["nets"]) == {"generator", "d_ir", "d_vi"}
     assert set(state["optimizers"]) == set(state["schedulers"]) == {"generator", "d_ir", "d_vi"}
     assert len(state["history"]) == 2 and state["best"]["generator"] is not None
 
 
 def test_mlflow_holds_params_metrics_images_and_a_model_of_any_size(first_run, tmp_path):
-    config, result = first_run
+    root, config, run_id, checkpoint, console = first_run
     client = mlflow.MlflowClient(config.tracking_uri())
-    run = client.get_run(result.mlflow_run_id)
+    run = client.get_run(run_id)
     assert run.data.params["num_workers"] == "2" and run.data.params["loss.dual_cross"] == "1.0"
     for key in (
         "train_g_total",
@@ -87,7 +102,7 @@ def test_mlflow_holds_params_metrics_images_and_a_model_of_any_size(first_run, t
     assert grids == ["fusion_grid/epoch_000.png", "fusion_grid/epoch_001.png"]
 
     # The logged generator loads in a fresh process and fuses images of different, odd sizes.
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    models = list(client.search_logged_models(experiment_ids=[run.info.experiment_id]))
     uri = f"models:/{models[0].model_id}"
     code = (
         "import json, sys, numpy as np, mlflow\n"
@@ -106,19 +121,32 @@ def test_mlflow_holds_params_metrics_images_and_a_model_of_any_size(first_run, t
     location = f"{models[0].artifact_location}/requirements.txt"
     requirements = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(tmp_path)))
     names = {line.split("==")[0] for line in requirements.read_text().split()}
-    assert {"dwsfusion", "torch", "mlflow"} <= names  # what a serving environment must install
+    # What a serving environment installs: public packages only; the library travels as code.
+    assert {"torch", "mlflow", "numpy", "opencv-python-headless"} <= names and "dwsfusion" not in names
+    code_dir = Path(mlflow.artifacts.download_artifacts(f"{models[0].artifact_location}/code", dst_path=str(tmp_path)))
+    assert (code_dir / "dwsfusion" / "checkpoints.py").is_file()
+
+
+def test_register_a_training_run_from_the_command_line(first_run):
+    root, config, run_id, checkpoint, console = first_run
+    done = _dwsfusion("register", "--run", run_id, "--name", "tiny-run", "--tracking-uri", config.tracking_uri())
+    assert "registered tiny-run version 1 -> @champion" in done.stdout
+    version = mlflow.MlflowClient(config.tracking_uri()).get_model_version_by_alias("tiny-run", "champion")
+    assert version.run_id == run_id
 
 
 def test_a_stopped_run_resumes_from_its_last_epoch(first_run):
-    config, first = first_run
-    with pytest.raises(ValueError, match="--resume"):
-        run_training(config)  # the same name without --resume is refused, not overwritten
-    longer = config.model_copy(update={"epochs": 3})
-    resumed = run_training(longer, resume=True)
-    assert resumed.mlflow_run_id == first.mlflow_run_id
-    assert resumed.metrics["epoch"] == 2  # only epoch 2 ran: it continued after epoch 1
-    state = load_train_state(resumed.checkpoint)
+    root, config, run_id, checkpoint, console = first_run
+    again = subprocess.run(
+        [DWSFUSION, "train", "--config", str(root / "train.yaml")], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 2 and "--resume" in again.stderr  # the same name is refused, not overwritten
+    done = _dwsfusion("train", "--config", str(root / "train.yaml"), "epochs=3", "--resume", "--quiet")
+    assert re.search(r"MLflow run:\s+(\w+)", done.stdout).group(1) == run_id
+    assert "finished at epoch 2" in done.stdout  # only epoch 2 ran: it continued after epoch 1
+    assert "[tiny epoch" not in done.stdout  # --quiet
+    state = load_train_state(re.search(r"last checkpoint: (\S+)", done.stdout).group(1))
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
-    history = mlflow.MlflowClient(config.tracking_uri()).get_metric_history(first.mlflow_run_id, "val_loss")
+    history = mlflow.MlflowClient(config.tracking_uri()).get_metric_history(run_id, "val_loss")
     assert sorted(m.step for m in history) == [0, 1, 2]
     assert np.isfinite([m.value for m in history]).all()

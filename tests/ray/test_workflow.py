@@ -1,6 +1,8 @@
-"""The durable workflow on CPU: end to end, a second run does nothing, a changed fuse setting
-reruns only fuse, and after a kill in the train step a resume reruns from train on.
-One Ray session for the module."""
+"""The durable workflow through ``dwsfusion pipeline`` in subprocesses, as a user runs it:
+end to end with its lineage; a second run of the same id while the first runs is refused at
+once, naming the holder, and one model version is registered; ``status`` shows it running; a
+second run does nothing; a changed fuse setting reruns only fuse; after a SIGKILL in the train
+step the stale lock is reported, broken with ``unlock``, and ``resume`` reruns from train on."""
 
 from __future__ import annotations
 
@@ -10,18 +12,22 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
-ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("ray")
 
-from pipelines.workflow import MARKER, WorkflowConfig, plan, run_workflow, workflow_root  # noqa: E402
+from pipelines.lock import LOCK_FILE  # noqa: E402
+from pipelines.workflow import MARKER, WorkflowConfig, plan  # noqa: E402
 
-RAY_CPUS = 3
+RAY_SESSION = False  # every Ray here is a subprocess's own
+DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
 
 
-def _config(root, **changes) -> WorkflowConfig:
+def _write_config(root: Path, **changes) -> Path:
     tree = {
         "name": "tiny",
         "storage": str(root / "workflows"),
@@ -44,32 +50,61 @@ def _config(root, **changes) -> WorkflowConfig:
     }
     for key, value in changes.items():
         tree[key] = {**tree[key], **value}
-    return WorkflowConfig.model_validate(tree)
+    path = root / f"config-{len(list(root.glob('config-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _dwsfusion(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    return subprocess.run([DWSFUSION, *args], capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def _ran(stdout: str) -> list[str]:
+    return [line.split("]")[0].strip("[") for line in stdout.splitlines() if "running ->" in line]
+
+
+def _config(path: Path) -> WorkflowConfig:
+    return WorkflowConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
+    """The first run, and a second run of the same id started while the first holds the lock."""
     root = tmp_path_factory.mktemp("workflow")
-    config = _config(root)
-    logs: list[str] = []
-    states = run_workflow(config, log=logs.append)
-    return root, config, states, logs
-
-
-def _ran(logs: list[str]) -> list[str]:
-    return [line.split("]")[0].strip("[") for line in logs if "running ->" in line]
+    config_file = _write_config(root)
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    command = [DWSFUSION, "pipeline", "run", "--config", str(config_file), "--quiet"]
+    owner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lock = root / "workflows" / "tiny" / LOCK_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline and not lock.exists() and owner.poll() is None:
+        time.sleep(0.2)
+    started = time.perf_counter()
+    second = _dwsfusion("pipeline", "run", "--config", str(config_file))
+    second_seconds = time.perf_counter() - started
+    status = _dwsfusion("pipeline", "status", "tiny", "--storage", str(root / "workflows"))
+    stdout, stderr = owner.communicate(timeout=600)
+    return root, config_file, owner.returncode, stdout, stderr, second, second_seconds, status
 
 
 def test_end_to_end_with_lineage(first):
-    root, config, states, logs = first
-    assert _ran(logs) == ["samples", "prep", "train", "evaluate", "register", "fuse"]
+    root, config_file, code, stdout, stderr, *_ = first
+    assert code == 0, stderr[-3000:]
+    assert _ran(stdout) == ["samples", "prep", "train", "evaluate", "register", "fuse"]
+    config = _config(config_file)
+    states = plan(config, config.root("tiny"))
     assert all(s.done for s in states)
     outputs = {s.step.provides: s.record["outputs"] for s in states}
     fused = outputs["fuse"]["output"]
     assert len([n for n in os.listdir(fused) if n.endswith(".png")]) == 4
     assert outputs["register"]["model_uri"] == f"models:/tiny-fuser/{outputs['register']['version']}"
+    for printed in (fused, outputs["evaluate"]["metrics_csv"]):  # the summary names paths that exist
+        assert printed in stdout and Path(printed).exists()
+    assert "TrainingReport(" not in stdout + stderr  # Ray Train's per-report dict: only with --verbose
     # Lineage: every step is a run nested under the workflow run; train's run is the model's source.
-    client = mlflow.MlflowClient(config.tracking_uri())
+    mlflow.set_tracking_uri(config.tracking_uri())
+    client = mlflow.MlflowClient()
     parent = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.dwsfusion_workflow_id = 'tiny'", output_format="list"
     )[0]
@@ -85,48 +120,56 @@ def test_end_to_end_with_lineage(first):
     assert version.run_id == outputs["model"]["run_id"]
 
 
-def test_second_run_does_nothing(first):
-    root, config, _, _ = first
-    logs: list[str] = []
-    run_workflow(config, log=logs.append)
-    assert _ran(logs) == [] and sum("skipped" in line for line in logs) == 6
+def test_a_concurrent_run_of_the_same_id_is_refused_at_once(first):
+    root, config_file, code, _, _, second, seconds, status = first
+    assert code == 0
+    assert second.returncode == 2 and seconds < 60
+    assert "workflow 'tiny' is running" in second.stderr and "pid " in second.stderr and "host" in second.stderr
+    assert status.returncode == 0 and "workflow tiny: running: pid" in status.stdout
+    client = mlflow.MlflowClient(_config(config_file).tracking_uri())
+    assert len(client.search_model_versions("name = 'tiny-fuser'")) == 1  # trained and registered once
+    assert not (root / "workflows" / "tiny" / LOCK_FILE).exists()  # released at the end
 
 
-def test_changed_fuse_settings_rerun_only_fuse(first):
-    root, _, _, _ = first
-    changed = _config(root, fuse={"metrics": ["Qabf"]})
-    logs: list[str] = []
-    run_workflow(changed, log=logs.append)
-    assert _ran(logs) == ["fuse"]
+def test_second_run_does_nothing_and_a_changed_fuse_setting_reruns_only_fuse(first):
+    root, config_file, *_ = first
+    again = _dwsfusion("pipeline", "run", "--config", str(config_file), "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _ran(again.stdout) == [] and again.stdout.count("skipped") == 6
+    changed = _dwsfusion("pipeline", "run", "--config", str(config_file), "fuse.metrics=[Qabf]", "--quiet")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert _ran(changed.stdout) == ["fuse"]
 
 
-def test_kill_in_train_then_resume_reruns_from_train(first, tmp_path):
-    root, _, _, _ = first
-    config = _config(tmp_path, train={"epochs": 3, "max_steps_per_epoch": 4})
-    (tmp_path / "config.json").write_text(config.model_dump_json())
-    # A real kill: the CLI in its own process group, SIGKILLed once training has started.
-    script = (
-        "import json, sys; from pipelines.workflow import WorkflowConfig, run_workflow; "
-        f"run_workflow(WorkflowConfig.model_validate_json(open({str(tmp_path / 'config.json')!r}).read()))"
-    )
+def test_kill_in_train_then_unlock_and_resume_reruns_from_train(tmp_path):
+    config_file = _write_config(tmp_path, train={"epochs": 3, "max_steps_per_epoch": 4})
+    config = _config(config_file)
+    root = config.root("tiny")
+    # A real kill: the CLI in its own process group, SIGKILLed once training has checkpointed.
     proc = subprocess.Popen(
-        [sys.executable, "-c", script],
+        [DWSFUSION, "pipeline", "run", "--config", str(config_file), "--quiet"],
         start_new_session=True,
         env={**os.environ, "RAY_ADDRESS": ""},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    root_dir = workflow_root(config, "tiny")
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(root_dir.glob("steps/train-*/ray/*/checkpoint_*")):
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(root.glob("steps/train-*/ray/*/checkpoint_*")):
         time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    states = {s.step.name: s for s in plan(config, root_dir)}
+    states = {s.step.name: s for s in plan(config, root)}
     assert states["prep"].done and not states["train"].done, "the kill must land inside the train step"
     prep_marker = json.loads((states["prep"].folder / MARKER).read_text())
 
-    logs: list[str] = []
-    run_workflow(config, log=logs.append)
-    assert _ran(logs) == ["train", "evaluate", "register", "fuse"]
+    storage = ["--storage", str(root.parent)]
+    status = _dwsfusion("pipeline", "status", "tiny", *storage)
+    assert "stale lock" in status.stdout and f"process {proc.pid}" in status.stdout
+    refused = _dwsfusion("pipeline", "resume", "tiny", *storage)
+    assert refused.returncode == 2 and "stale lock" in refused.stderr and "pipeline unlock tiny" in refused.stderr
+    unlocked = _dwsfusion("pipeline", "unlock", "tiny", *storage)
+    assert unlocked.returncode == 0 and f"pid {proc.pid}" in unlocked.stdout
+    resumed = _dwsfusion("pipeline", "resume", "tiny", *storage, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _ran(resumed.stdout) == ["train", "evaluate", "register", "fuse"]
     assert json.loads((states["prep"].folder / MARKER).read_text()) == prep_marker

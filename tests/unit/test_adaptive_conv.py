@@ -117,3 +117,23 @@ def test_slice_path_equals_the_grid_sample_path_values_and_gradients():
             torch.testing.assert_close(a, b)
         # With more distinct levels than allowed, the general path runs and agrees too.
         torch.testing.assert_close(adaptive_dilated_conv2d(*inputs, max_levels=1), slow)
+
+
+def test_one_channel_input_equals_identical_channels_values_and_gradients():
+    """CBAM on one channel feeds its FADC the same map twice (mean = max); the folded path
+    must give what the two-channel computation gives, for the output and every gradient."""
+    torch.manual_seed(7)
+    conv = AdaptiveDilatedConv(2, 1, bias=False).double()
+    with torch.no_grad():  # away from the neutral init: real gates, offsets over several levels, masks
+        for p in conv.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        conv.offset_conv.bias.fill_(1.5)
+    x = torch.rand(2, 1, 23, 30, dtype=torch.float64, requires_grad=True)
+    folded = conv(x)
+    grads_folded = torch.autograd.grad(folded.square().sum(), [x, *conv.parameters()])
+    twice = conv(torch.cat((x, x), dim=1))
+    grads_twice = torch.autograd.grad(twice.square().sum(), [x, *conv.parameters()])
+    # The frequency selection runs its FFTs in float32: float32 agreement, not float64.
+    torch.testing.assert_close(folded, twice, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_folded, grads_twice, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

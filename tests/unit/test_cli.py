@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from dwsfusion.cli import main
 from dwsfusion.color import read_image, write_image
 from dwsfusion.metrics import METRIC_NAMES
+from pipelines.cli import main
 
 
 def _copy_pairs(src, dst, stems=None):
@@ -120,16 +120,42 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     assert "Qabf" in capsys.readouterr().out
 
 
-def test_console_fuse_keeps_the_folder_form_and_refuses_mixed_forms(random_checkpoint, samples_dir, tmp_path, capsys):
-    """`dwsfusion fuse` (pipelines.cli) runs the folder form without Ray; mixing it with the
-    batch form, or a batch call without both ends, is a clear usage error."""
-    from pipelines.cli import main as console
-
+def test_fuse_forms_refuse_each_others_options(random_checkpoint, samples_dir, tmp_path, capsys):
+    """The folder form runs without Ray; an option of the other form is refused, naming it and
+    the form that takes it, before anything is written."""
     folder = ["--checkpoint", str(random_checkpoint), "--ir", str(samples_dir / "ir"), "--vi", str(samples_dir / "vi")]
-    assert console(["fuse", *folder, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main(["fuse", *folder, "--out", str(tmp_path / "out"), "--quiet", "--tile-size", "512"]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
-    assert console(["fuse", *folder, "--out", str(tmp_path / "o"), "--input", str(samples_dir)]) == 2
-    assert console(["fuse", "--model", "models:/x@champion", "--input", str(samples_dir)]) == 2
-    assert console(["fuse", "--input", "a", "--output", "b", "--metrics", "Qabf,Bogus"]) == 2
-    err = capsys.readouterr().err
-    assert "--input SRC and --output DST" in err and "unknown Bogus" in err
+    for extra in (["--actors", "2"], ["--metrics", "Qabf"], ["--input", str(samples_dir)], ["--max-pixels", "9"]):
+        assert main(["fuse", *folder, "--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert extra[0] in err and "batch form" in err and "folder form" in err
+    batch = ["--checkpoint", str(random_checkpoint), "--input", str(samples_dir), "--output", str(tmp_path / "b")]
+    assert main(["fuse", *batch, "--device", "cuda"]) == 2
+    assert "--device" in capsys.readouterr().err
+    assert main(["fuse", "--model", "models:/x@champion", "--input", str(samples_dir)]) == 2
+    assert "missing --output" in capsys.readouterr().err
+    assert main(["fuse", *batch, "--metrics", "Qabf,Bogus"]) == 2
+    assert "unknown Bogus" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_console_script_runs_samples_fuse_and_evaluate(tmp_path, random_checkpoint):
+    """The installed `dwsfusion` command in subprocesses, as a user types it (no Ray involved)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dwsfusion = str(Path(sys.executable).with_name("dwsfusion"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([dwsfusion, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    run("samples", "--out", str(tmp_path / "pairs"), "--count", "2")
+    pairs = ["--ir", str(tmp_path / "pairs" / "ir"), "--vi", str(tmp_path / "pairs" / "vi")]
+    done = run("fuse", "--checkpoint", str(random_checkpoint), *pairs, "--out", str(tmp_path / "fused"), "--quiet")
+    assert f"fused 2 pair(s) into {tmp_path / 'fused'}" in done.stdout
+    done = run("evaluate", *pairs, "--fused", str(tmp_path / "fused"), "--csv", str(tmp_path / "m.csv"), "--quiet")
+    assert "Qabf" in done.stdout and (tmp_path / "m.csv").is_file()

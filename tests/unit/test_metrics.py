@@ -92,3 +92,44 @@ def test_edge_metrics_on_a_step_edge():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="one size"):
         m.compute_metrics(TEXTURE, TEXTURE, TEXTURE[:10])
+
+
+def _parity(triples, rtol: float = 1e-4) -> dict[str, float]:
+    """Worst relative difference per metric between the torch suite and the NumPy suite."""
+    from dwsfusion import metrics_torch
+
+    worst: dict[str, float] = {}
+    for a, b, f in triples:
+        expected, got = m.compute_metrics(a, b, f), metrics_torch.compute_metrics(a, b, f)
+        for name, value in expected.items():
+            if math.isnan(value):
+                assert math.isnan(got[name]), name
+                continue
+            # relative, except near zero (a flat fused image has MI 0: float noise of either sign)
+            worst[name] = max(worst.get(name, 0.0), abs(got[name] - value) / max(abs(value), 1e-6))
+    assert all(v <= rtol for v in worst.values()), worst
+    return worst
+
+
+def test_the_torch_suite_equals_the_numpy_suite_on_synthetic_images():
+    rng = np.random.default_rng(3)
+    a = np.clip(np.round(100 + 50 * rng.standard_normal((181, 197))), 0, 255).astype(np.uint8)
+    b = np.clip(np.round(150 + 40 * rng.standard_normal((181, 197))), 0, 255).astype(np.uint8)
+    f = ((a.astype(np.uint16) + b) // 2).astype(np.uint8)
+    flat = np.full(EDGES.shape, 77, np.uint8)
+    assert set(_parity([(a, b, f), (a, b, b), (EDGES.astype(np.uint8), TEXTURE.astype(np.uint8), flat)])) >= {
+        "VIF",
+        "Qabf",
+        "Nabf",
+        "MI",
+    }
+
+
+def test_the_torch_suite_equals_the_numpy_suite_on_the_authors_tno_images():
+    from dwsfusion.evaluate import gray_u8
+    from tests.conftest import need_shared
+
+    fused = need_shared("official", "tno_fused")
+    tno = need_shared("data", "TNO")
+    names = sorted(p.name for p in fused.iterdir())[:6]
+    _parity([(gray_u8(tno / "ir" / n), gray_u8(tno / "vi" / n), gray_u8(fused / n)) for n in names])

@@ -60,3 +60,18 @@ def test_discriminator_head_is_size_independent_and_trained(size):
     assert score.shape == (3, 1)
     score.sum().backward()
     assert d.head.weight.grad is not None and d.head.weight.grad.abs().sum() > 0
+
+
+def test_a_batch_of_same_size_pairs_fuses_as_each_pair_alone():
+    """Eval-mode BatchNorm and per-sample attention: stacking pairs changes nothing."""
+    import numpy as np
+
+    from dwsfusion.fuse import fuse_luma, fuse_luma_batch
+
+    torch.manual_seed(0)
+    generator = Generator().eval()
+    rng = np.random.default_rng(0)
+    irs, vis = rng.random((3, 41, 57), np.float32), rng.random((3, 41, 57), np.float32)
+    together = fuse_luma_batch(generator, irs, vis)
+    for i in range(3):
+        np.testing.assert_allclose(together[i], fuse_luma(generator, irs[i], vis[i]), atol=1e-5)

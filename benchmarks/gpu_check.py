@@ -1,0 +1,257 @@
+"""The GPU figures of benchmarks/gpu_check.sh (which runs the gpu tests first), written to
+benchmarks/results/gpu_check.json. Needs only torch, NumPy, OpenCV and pytorch-msssim; the
+Ray part runs where Ray is importable. Each figure is timed with the device synchronised.
+
+- parity: the release weights on CUDA vs CPU, every TNO pair (max difference in grey levels);
+- fusion throughput on 640x480 pairs, fp32 and bf16, batch 1 and larger batches (the best kept);
+- batch fusion as the actors do it (decode, fuse, write PNG; with and without the metric suite);
+- training samples/s at batch 16 on 240x320 patches, one process (fp32, bf16);
+- a short training from scratch on ../shared RoadScene (release recipe), evaluated on TNO.
+
+Run: python benchmarks/gpu_check.py [--device cuda] [--train-seconds 180] [--quick]
+(--quick and --device cpu exist to check the script itself on a CPU.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHARED, write_result  # noqa: E402
+
+from dwsfusion.checkpoints import load_generator  # noqa: E402
+from dwsfusion.fuse import fuse_and_score, fuse_luma, load_pair  # noqa: E402
+from dwsfusion.loss_weights import LossWeights  # noqa: E402
+from dwsfusion.model import Generator  # noqa: E402
+from dwsfusion.pairs import find_pairs  # noqa: E402
+from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
+
+WEIGHTS = SHARED / "official" / "dwsfusion_official_generator.pth"
+TNO, ROADSCENE = SHARED / "data" / "TNO", SHARED / "data" / "RoadScene"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn`` with the device synchronised around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _generator(device: str) -> tuple[Generator, str]:
+    if WEIGHTS.exists():
+        return load_generator(WEIGHTS).to(device), "release"
+    torch.manual_seed(0)
+    return Generator().eval().to(device), "random init"
+
+
+def parity(device: str) -> dict:
+    """Max |CUDA - CPU| in 8-bit levels over the TNO pairs (or generated scenes)."""
+    cpu, weights = _generator("cpu")
+    other = _generator(device)[0]
+    sources = [load_pair(p) for p in find_pairs(TNO / "ir", TNO / "vi")[0]] if (TNO / "ir").is_dir() else []
+    if not sources:
+        rng = np.random.default_rng(0)
+        sources = [
+            type("S", (), {"ir": rng.random((240, 320), np.float32), "vis_y": rng.random((240, 320), np.float32)})
+        ]
+    worst = 0.0
+    for source in sources:
+        a = np.floor(fuse_luma(cpu, source.ir, source.vis_y) * 255)
+        b = np.floor(fuse_luma(other, source.ir, source.vis_y) * 255)
+        worst = max(worst, float(np.abs(a - b).max()))
+    return {"parity_max_abs_levels": worst, "parity_pairs": len(sources), "parity_weights": weights}
+
+
+def fusion_throughput(device: str, quick: bool) -> dict:
+    """Pairs/s of the generator's forward on 640x480 device tensors, by precision and batch."""
+    generator, _ = _generator(device)
+    batches = (1, 4) if quick else (1, 8, 32, 64)
+    size = (120, 160) if quick else (480, 640)
+    figures = {}
+    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        for batch in batches:
+            ir = torch.rand(batch, 1, *size, device=device)
+            vi = torch.rand(batch, 1, *size, device=device)
+
+            def forward(ir=ir, vi=vi, dtype=dtype):
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(torch.device(device).type, dtype=dtype, enabled=bool(dtype)),
+                ):
+                    generator.fuse(ir, vi)
+
+            seconds = _timed(forward, device, repeats=3 if quick else 10)
+            figures[f"{precision}_batch{batch}"] = batch / seconds
+    best = max(figures, key=figures.get)
+    return {"fusion_pairs_per_s": figures[best], "fusion_best": best, "fusion_pairs_per_s_by_setting": figures}
+
+
+def batch_fusion(device: str, quick: bool) -> dict:
+    """What a fuse actor does per call (decode, fuse same-size pairs together, write PNG, and
+    score), on TNO + RoadScene pairs repeated, with and without the full metric suite."""
+    from dwsfusion.constants import METRIC_NAMES
+
+    generator, _ = _generator(device)
+    pairs = []
+    for dataset in (TNO, ROADSCENE):
+        if (dataset / "ir").is_dir():
+            pairs += find_pairs(dataset / "ir", dataset / "vi")[0]
+    if not pairs:
+        from dwsfusion.samples import write_samples
+
+        root = write_samples(Path(tempfile.mkdtemp()) / "samples", count=6)
+        pairs = find_pairs(root / "ir", root / "vi")[0]
+    pairs = pairs[:8] if quick else pairs
+    figures = {}
+    for label, metrics in (("fusion_only", ()), ("with_metrics", METRIC_NAMES)):
+        with tempfile.TemporaryDirectory() as out:
+            fuse_and_score(generator, pairs[:2], out, metrics, precision="bf16")  # warm-up
+            _sync(device)
+            started = time.perf_counter()
+            for i in range(0, len(pairs), 16):
+                rows = fuse_and_score(generator, pairs[i : i + 16], out, metrics, precision="bf16")
+                assert not any("error" in r for r in rows), rows
+            _sync(device)
+            figures[label] = len(pairs) / (time.perf_counter() - started)
+    return {
+        "batch_fusion_pairs": len(pairs),
+        "batch_fusion_pairs_per_s": figures["fusion_only"],
+        "batch_fusion_with_metrics_pairs_per_s": figures["with_metrics"],
+        "batch_fusion_metrics_ratio": figures["with_metrics"] / figures["fusion_only"],
+    }
+
+
+def training_speed(device: str, quick: bool) -> dict:
+    """Samples/s of train_step at batch 16 on 240x320 patches (fp32, bf16), one process."""
+    batch, size = (4, (176, 176)) if quick else (16, (240, 320))
+    figures = {}
+    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        torch.manual_seed(0)
+        nets = build_networks()
+        for module in nets.modules().values():
+            module.to(device)
+        opts = build_optimizers(nets)
+        ir = torch.rand(batch, 1, *size, device=device)
+        vi = torch.rand(batch, 1, *size, device=device)
+
+        def step(nets=nets, opts=opts, ir=ir, vi=vi, dtype=dtype):
+            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=bool(dtype)):
+                train_step(nets, opts, ir, vi, LossWeights())
+
+        figures[precision] = batch / _timed(step, device, repeats=2 if quick else 10)
+    return {"train_samples_per_s": max(figures.values()), "train_samples_per_s_by_precision": figures}
+
+
+def _crops(sources, rng, batch: int, size: tuple[int, int], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    irs, vis = [], []
+    for _ in range(batch):
+        ir, vi = sources[rng.integers(len(sources))]
+        y, x = rng.integers(0, ir.shape[0] - size[0] + 1), rng.integers(0, ir.shape[1] - size[1] + 1)
+        irs.append(ir[y : y + size[0], x : x + size[1]])
+        vis.append(vi[y : y + size[0], x : x + size[1]])
+    to = lambda planes: torch.from_numpy(np.stack(planes))[:, None].to(device)  # noqa: E731
+    return to(irs), to(vis)
+
+
+def short_training(device: str, seconds: float, quick: bool) -> dict:
+    """The release recipe (lr 0.01, batch 16, 240x320 crops) from scratch on RoadScene for
+    ``seconds``, BatchNorm statistics re-estimated, then the TNO means (Ray-free loop)."""
+    from dwsfusion.evaluate import evaluate_generator
+
+    if not (ROADSCENE / "ir").is_dir() or not (TNO / "ir").is_dir():
+        return {"short_training": "skipped: ../shared RoadScene and TNO needed"}
+    size = (176, 176) if quick else (240, 320)
+    sources = []
+    for pair in find_pairs(ROADSCENE / "ir", ROADSCENE / "vi")[0]:
+        source = load_pair(pair)
+        if source.ir.shape[0] >= size[0] and source.ir.shape[1] >= size[1]:
+            sources.append((source.ir, source.vis_y))
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    nets = build_networks()
+    for module in nets.modules().values():
+        module.to(device)
+    opts = build_optimizers(nets, 0.01, 0.01)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        ir, vi = _crops(sources, rng, 16, size, device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            train_step(nets, opts, ir, vi, LossWeights())
+        steps += 1
+    recalibrate_batchnorm(nets.generator, [_crops(sources, rng, 16, size, device) for _ in range(8)])
+    tno = find_pairs(TNO / "ir", TNO / "vi")[0]
+    tno = tno[:3] if quick else tno
+    evaluation = evaluate_generator(nets.generator.eval(), tno, ("Qabf", "VIF", "SSIM"), progress=False)
+    means = {k: v[0] for k, v in evaluation.summary().items()}
+    return {"short_training_seconds": seconds, "short_training_steps": steps, "short_training_tno": means}
+
+
+def ray_part(device: str, quick: bool) -> dict:
+    try:
+        import mlflow  # noqa: F401
+        import pydantic  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError:
+        return {"ray": "not importable here: the Ray-on-GPU figures were not measured"}
+    return {"ray": "importable: see the gpu and ray tests in the log"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--train-seconds", type=float, default=180.0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the GPU")
+    parser.add_argument("--tests", default="", help="the gpu tests' summary line, for the record")
+    parser.add_argument("--out", default=None, help="also copy the results here (e.g. $OUT)")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --device cpu --quick to check the script")
+    result = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu_tests": args.tests,
+    }
+    for part in (
+        lambda: parity(args.device),
+        lambda: fusion_throughput(args.device, args.quick),
+        lambda: batch_fusion(args.device, args.quick),
+        lambda: training_speed(args.device, args.quick),
+        lambda: short_training(args.device, args.train_seconds, args.quick),
+        lambda: ray_part(args.device, args.quick),
+    ):
+        started = time.perf_counter()
+        result.update(part())
+        print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.quick:  # a check of the script, not a measurement: nothing goes to the results
+        print(json.dumps(result, indent=2, default=str))
+        return
+    path = write_result("gpu_check", result)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / path.name).write_text(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The measured figures of the docs, from the files the benchmarks write: docs/performance.md
+whole, and the reproduction block of docs/fidelity.md, come from ``benchmarks/results/*.json``
+through this script (a test checks the pages are up to date).
+
+Run: python benchmarks/report.py          (rewrites both)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PAGE = REPO / "docs" / "performance.md"
+FIDELITY = REPO / "docs" / "fidelity.md"
+BLOCK = re.compile(r"(<!-- reproduce_tno:[^\n]*-->\n).*?(<!-- end reproduce_tno -->)", re.S)
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _machine(result: dict) -> str:
+    machine = result.get("machine", {})
+    return f"{machine.get('cpu_count', '?')} CPUs, torch {machine.get('torch', '?')}, {result.get('date', '?')}"
+
+
+def _train_step(r: dict) -> list[str]:
+    rows = []
+    for shape, f in r["results"].items():
+        g, d = f["relative_gradient_difference_generator"], f["relative_gradient_difference_d_ir"]
+        rows.append(
+            f"| bare `train_step`, {shape.replace('batch', 'batch ').replace('_', ' at ')}² | "
+            f"**{f['seconds_per_step_current']:.2f} s** vs {f['seconds_per_step_baseline']:.2f} s at commit "
+            f"{r['baseline']}: **{f['speedup']:.2f}×** (goal {r['goal_speedup']}×); first batch's losses within "
+            f"{f['max_relative_loss_difference']:.0e}, gradients within {g:.0e} (G) and {d:.0e} "
+            "(D, through the penalty's double backward) relative |"
+        )
+    return rows
+
+
+def _train_speed(r: dict) -> list[str]:
+    return [
+        f"| Ray Train, one worker, vs the bare loop ({r['input']}) | {r['ray_samples_per_second']:.2f} vs "
+        f"{r['bare_samples_per_second']:.2f} samples/s: **{r['ray_over_bare']:.2f}** of the bare loop "
+        f"(goal {r['goal_ratio']}) |"
+    ]
+
+
+def _fuse(r: dict) -> list[str]:
+    return [
+        f"| fusing one 640×480 pair ({r['input']}) | **{r['seconds_per_pair_median']:.3f} s** median, "
+        f"{r['seconds_per_pair_min']:.3f} s min; the general `grid_sample` path "
+        f"{r['general_path_seconds_per_pair_median']:.3f} s; fast vs general path: max difference "
+        f"{r['max_abs_diff_fast_vs_general']:.0e}, {r['pixels_differing_after_8bit_truncation']} pixels change "
+        f"after 8-bit truncation |"
+    ]
+
+
+def _metrics(r: dict) -> list[str]:
+    rows = []
+    for label, total, per in (
+        ("NumPy suite", "seconds_per_pair_mean", "seconds_per_metric_mean"),
+        ("torch suite on the CPU", "torch_suite_seconds_per_pair_mean", "torch_suite_seconds_per_metric_mean"),
+    ):
+        if total in r:
+            slowest = sorted(r[per], key=r[per].get, reverse=True)[:4]
+            rows.append(
+                f"| the 14 metrics per pair, {label} ({r['input']}) | **{r[total]:.3f} s**; slowest: "
+                + ", ".join(f"{k} {r[per][k]:.3f}" for k in slowest)
+                + " |"
+            )
+    if "authors" in r:
+        a = r["authors"]
+        rows.append(
+            f"| {', '.join(a['metrics'])} ({a['pairs']}): ours ({a['ours_suite']}) vs the authors' evaluation code | "
+            f"**{a['ours_seconds_per_pair']:.3f} s** vs {a['authors_seconds_per_pair']:.3f} s per pair: "
+            f"**{a['speedup']:.1f}×** (goal {a['goal_speedup']}×); values within {a['max_relative_difference']:.0e} "
+            f"relative |"
+        )
+    return rows
+
+
+def _prep(r: dict) -> list[str]:
+    return [
+        f"| `prep` ({r['input']}) vs `cv2.imdecode` of the same files | {r['prep_seconds']:.1f} s "
+        f"({r['prep_patches_per_s']:.0f} patches/s) vs {r['raw_decode_seconds']:.1f} s: "
+        f"**{r['prep_vs_raw_decode']:.2f}** of raw decode (goal {r['goal_ratio']}) |"
+    ]
+
+
+def _train_input(r: dict) -> list[str]:
+    return [
+        f"| training input ({r['input']}): Parquet stream vs in-memory tensors | "
+        f"{r['seconds_per_step_parquet_stream']:.2f} s vs {r['seconds_per_step_in_memory']:.2f} s per step: "
+        f"the stream adds **{100 * r['stream_overhead_fraction']:.1f} %** "
+        f"(goal ≤ {100 * r['goal_overhead_fraction']:.0f} %) |"
+    ]
+
+
+def _batch_fuse(r: dict) -> list[str]:
+    runs = "; ".join(
+        f"{k.replace('_', ' ')}: {v['pairs_per_second']:.2f} pairs/s = {v['ratio_to_bare_loop']:.2f} of it"
+        for k, v in r["batch"].items()
+    )
+    return [
+        f"| `dwsfusion fuse` of a .tar ({r['pairs']} TNO + RoadScene pairs, metrics: {r['metrics']}) vs a bare loop | "
+        f"bare loop {r['bare_loop_pairs_per_second']:.2f} pairs/s; {runs} |"
+    ]
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict], list[str]], str]] = [
+    ("train_step_speed", "Training step", _train_step, "python benchmarks/train_step_speed.py"),
+    ("train_speed", "Training under Ray Train", _train_speed, "python benchmarks/train_speed.py"),
+    ("train_input", "Training input", _train_input, "python benchmarks/train_input.py"),
+    ("fuse_speed", "Fusion", _fuse, "python benchmarks/fuse_speed.py"),
+    ("metric_speed", "Metrics", _metrics, "python benchmarks/metric_speed.py"),
+    ("batch_fuse_speed_all", "Batch fusion", _batch_fuse, "python benchmarks/batch_fuse_speed.py"),
+    ("prep_speed_64_pairs_per_task", "Patch preparation", _prep, "python benchmarks/prep_speed.py"),
+]
+
+
+def render() -> str:
+    lines = [
+        "# Performance, measured",
+        "",
+        "Every figure here is read from the file a benchmark wrote (`benchmarks/results/`), by",
+        "`python benchmarks/report.py`; `tests/unit/test_docs.py` fails when this page and the files",
+        "disagree. Benchmarks are scripts, never timed assertions in tests. The machine is named in",
+        "each row's file; unless it says otherwise, this 2-core CPU box. GPU figures come from",
+        "`benchmarks/gpu_check.sh` ([testing.md](testing.md)).",
+        "",
+    ]
+    for name, title, rows, command in SECTIONS:
+        result = _load(name)
+        lines += [f"## {title}", "", f"`{command}` → `benchmarks/results/{name}.json`", ""]
+        if result is None:
+            lines += ["Not measured yet.", ""]
+            continue
+        lines += ["| what | figure |", "|---|---|", *rows(result), "", f"Measured on: {_machine(result)}.", ""]
+    gpu = _load("gpu_check")
+    lines += ["## On a GPU", "", "`bash benchmarks/gpu_check.sh` → `benchmarks/results/gpu_check.json`", ""]
+    if gpu is None:
+        lines += ["Not measured yet: no GPU machine has run the check.", ""]
+    else:
+        keys = ("device", "torch", "cuda", "fusion_pairs_per_s", "train_samples_per_s", "parity_max_abs_levels")
+        lines += ["| what | figure |", "|---|---|", *(f"| {k} | {gpu.get(k)} |" for k in keys), ""]
+    return "\n".join(lines)
+
+
+def reproduction() -> str:
+    """The table of examples/reproduce.py's run: trained vs release vs mean and max fusion."""
+    r = _load("reproduce_tno")
+    if r is None:
+        return "Not run yet.\n"
+    means = r["tno_means"]
+    columns = ("trained", "release", "mean", "max")
+    lines = [
+        f"TNO, 25 pairs, our metric suite; {r['steps']} training steps in {r['epochs']} epochs (best: epoch "
+        f"{r['best_epoch']}; learning rates {', '.join(f'{lr:g}' for lr in r['learning_rates'])}), "
+        f"{r['wall_s'] / 60:.0f} min on {_machine(r)}:",
+        "",
+        "| metric | " + " | ".join(columns) + " | trained / release |",
+        "|---|" + "---|" * (len(columns) + 1),
+    ]
+    for metric in ("Qabf", "VIF", "SSIM", "MI", "EN", "SD", "SF", "AG", "PSNR"):
+        ratio = means["trained"][metric] / means["release"][metric]
+        cells = " | ".join(f"{means[c][metric]:.3f}" for c in columns)
+        lines.append(f"| {metric} | {cells} | {ratio:.3f} |")
+    verdict = "met" if r["met"] else "not met"
+    lines += ["", f"Goal ({r['goal']}): **{verdict}**. Source: `benchmarks/results/reproduce_tno.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def render_fidelity(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + reproduction() + m.group(2), text)
+
+
+def main() -> None:
+    PAGE.write_text(render())
+    FIDELITY.write_text(render_fidelity(FIDELITY.read_text()))
+    print(f"wrote {PAGE} and {FIDELITY}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

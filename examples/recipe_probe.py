@@ -1,0 +1,132 @@
+"""Probe the release recipe in one process, where a question about it is cheaper to answer than
+through the pipeline: ``train_step`` on random 240x240 crops of ../shared RoadScene (lr 0.01,
+batch 16), scored on the 25 TNO pairs every ``--every`` steps twice: with the BatchNorm running
+statistics training left, and with them re-estimated on the fusion path
+(``dwsfusion.step.recalibrate_batchnorm``, 20 training batches). Switches: ``--adversarial``
+(the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
+there), ``--init`` (continue from a probe checkpoint, its optimiser states included).
+
+Writes benchmarks/results/recipe_probe_<name>.json (the TNO means per evaluation) and a
+checkpoint per evaluation under --work. The findings in docs/fidelity.md come from these runs.
+
+Run: python examples/recipe_probe.py --name constant_lr [--steps 600 --every 100 --adversarial 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import SHARED, write_result  # noqa: E402
+
+from dwsfusion.color import read_luma_u8  # noqa: E402
+from dwsfusion.evaluate import evaluate_generator  # noqa: E402
+from dwsfusion.loss_weights import LossWeights  # noqa: E402
+from dwsfusion.pairs import find_pairs  # noqa: E402
+from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
+
+HEADLINE = ("Qabf", "VIF", "SSIM")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True, help="results go to benchmarks/results/recipe_probe_<name>.json")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--adversarial", type=float, default=0.1)
+    parser.add_argument("--decay-at", type=int, nargs="*", default=[])
+    parser.add_argument("--init", help="a checkpoint this script wrote (continues from its step)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
+    args = parser.parse_args()
+    roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
+    if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir():
+        raise SystemExit(f"{SHARED}/data/RoadScene and TNO are needed")
+    patch, batch = 240, 16
+    sources = [
+        (read_luma_u8(ir), read_luma_u8(roadscene / "vi" / ir.name)) for ir in sorted((roadscene / "ir").iterdir())
+    ]
+    sources = [(a, b) for a, b in sources if min(a.shape) >= patch]
+    tno_pairs, _ = find_pairs(tno / "ir", tno / "vi")
+
+    torch.manual_seed(0)
+    nets = build_networks()
+    opts = build_optimizers(nets, args.lr, args.lr)
+    start = 0
+    if args.init:
+        state = torch.load(args.init, weights_only=True)
+        for key, module in nets.modules().items():
+            module.load_state_dict(state["nets"][key])
+        for key, optimizer in (("generator", opts.generator), ("d_ir", opts.d_ir), ("d_vi", opts.d_vi)):
+            optimizer.load_state_dict(state["optimizers"][key])
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr
+        start = state["step"]
+    rng = np.random.default_rng(start)
+
+    def crops() -> tuple[torch.Tensor, torch.Tensor]:
+        irs, vis = [], []
+        for _ in range(batch):
+            a, b = sources[rng.integers(len(sources))]
+            y, x = rng.integers(0, a.shape[0] - patch + 1), rng.integers(0, a.shape[1] - patch + 1)
+            irs.append(a[y : y + patch, x : x + patch])
+            vis.append(b[y : y + patch, x : x + patch])
+        return tuple(torch.from_numpy(np.stack(p)).float().div(255)[:, None] for p in (irs, vis))
+
+    def tno_means(generator) -> dict[str, float]:
+        evaluation = evaluate_generator(generator.eval(), tno_pairs, HEADLINE, progress=False)
+        return {k: v[0] for k, v in evaluation.summary().items()}
+
+    weights = LossWeights(adversarial=args.adversarial)
+    evaluations, started = [], time.perf_counter()
+    args.work.mkdir(parents=True, exist_ok=True)
+    for step in range(start + 1, args.steps + 1):
+        if step in args.decay_at:
+            for optimizer in (opts.generator, opts.d_ir, opts.d_vi):
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.1
+        train_step(nets, opts, *crops(), weights)
+        if step % args.every and step != args.steps:
+            continue
+        recalibrated = copy.deepcopy(nets.generator)
+        recalibrate_batchnorm(recalibrated, [crops() for _ in range(20)])
+        row = {
+            "step": step,
+            "seconds": time.perf_counter() - started,
+            "training_statistics": tno_means(copy.deepcopy(nets.generator)),
+            "recalibrated_statistics": tno_means(recalibrated),
+        }
+        print(row, flush=True)
+        evaluations.append(row)
+        optimizers = {"generator": opts.generator, "d_ir": opts.d_ir, "d_vi": opts.d_vi}
+        torch.save(
+            {
+                "step": step,
+                "nets": {k: m.state_dict() for k, m in nets.modules().items()},
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            },
+            args.work / f"{args.name}_{step}.pt",
+        )
+    write_result(
+        f"recipe_probe_{args.name}",
+        {
+            "recipe": f"train_step, RoadScene random {patch}x{patch} crops, batch {batch}, lr {args.lr}, "
+            f"adversarial {args.adversarial}, decay at {args.decay_at}, from {args.init or 'scratch'}",
+            "evaluated_on": "TNO 25 pairs, our metric suite",
+            "evaluations": evaluations,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

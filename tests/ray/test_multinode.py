@@ -1,0 +1,180 @@
+"""Beyond one machine, on one machine: a Ray cluster of a head and worker nodes on this box
+(``ray.cluster_utils.Cluster``), each node with its own CPUs and a node resource, so that work is
+forced across nodes, and nodes removed mid-run.
+
+- training with two workers on two nodes (STRICT_SPREAD): ranks identical, checkpoints on
+  storage every node sees;
+- a node of a training run removed after a checkpoint, a spare node present, ``max_failures``
+  1: training restarts from the last checkpoint on the nodes left and finishes, no epoch lost
+  or repeated;
+- batch fusion with actors on two nodes writing one output; then a node removed mid-run: the
+  lost actor's pairs are fused by the others, nothing duplicated or half-written, the manifest
+  counts right.
+
+What was removed, when, and what survived is recorded (a JSON file: $DWSFUSION_DRILL_RECORD,
+else the test's temporary folder; ``python benchmarks/node_loss.py`` keeps it in
+benchmarks/results/node_loss.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from data_prep import PrepConfig, run_prep  # noqa: E402
+from dwsfusion.samples import write_samples  # noqa: E402
+from pipelines.batch_fuse import MANIFEST, FuseJob, batch_fuse  # noqa: E402
+from pipelines.config import TrainConfig  # noqa: E402
+from pipelines.train import load_train_state, run_training  # noqa: E402
+
+RAY_SESSION = False  # the module runs its own multi-node cluster
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    events: list[dict] = []
+    yield events
+    path = Path(os.environ.get("DWSFUSION_DRILL_RECORD") or tmp_path_factory.mktemp("drills") / "node_loss.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"drills": events}, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head without CPUs for work and two worker nodes: 'a' and 'b' (2 CPUs, one 'train'
+    slot each). Tests add spare nodes and remove nodes."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
+    nodes = {name: cluster.add_node(num_cpus=2, resources={"train": 1, f"node_{name}": 1}) for name in "ab"}
+    ray.init(address=cluster.address, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multinode")
+    write_samples(root / "src", count=5, seed=3)
+    config = PrepConfig(
+        source=str(root / "src"), out=str(root / "patches"), patch_size=161, stride=60, val_fraction=0.4
+    )
+    return root, config
+
+
+def _config(root: Path, name: str, **settings) -> TrainConfig:
+    return TrainConfig(
+        data=str(root / "patches"),
+        storage_path=str(root / "storage"),  # one folder: storage every node of this box sees
+        name=name,
+        num_workers=2,
+        cpus_per_worker=1,
+        placement_strategy="STRICT_SPREAD",
+        worker_resources={"train": 1},  # only the nodes with a training slot
+        batch_size=4,
+        max_steps_per_epoch=2,
+        lr_g=1e-3,
+        lr_d=1e-3,
+        materialize=True,
+        val_images=2,
+        bn_recalibration_batches=1,
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        **settings,
+    )
+
+
+def test_two_training_workers_on_two_nodes_stay_identical(cluster, patches):
+    root, prep = patches
+    run_prep(prep, log=lambda *_: None)
+    result = run_training(_config(root, "spread", epochs=2), progress=False)
+    state = load_train_state(result.checkpoint)
+    last = state["history"][-1]
+    assert last["nodes"] == 2.0 and last["ranks_identical"] == 1.0 and last["rank_parameter_spread"] == 0.0
+    assert Path(result.checkpoint).is_relative_to(root / "storage")
+
+
+def test_a_lost_node_restarts_training_from_its_last_checkpoint(cluster, patches, record):
+    head, nodes = cluster
+    root, _ = patches
+    config = _config(root, "loss", epochs=5, max_failures=1)
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=run_training(config, progress=False)))
+    started = time.time()
+    worker.start()
+    run_dir = root / "storage" / "loss"
+    while time.time() - started < 600 and not list(run_dir.glob("checkpoint_*")):
+        time.sleep(0.5)
+    spare = head.add_node(num_cpus=2, resources={"train": 1, "node_c": 1})
+    checkpoints_before = sorted(p.name for p in run_dir.glob("checkpoint_*"))
+    killed_at = time.time() - started
+    head.remove_node(nodes["a"])  # a training worker's node: the worker group fails
+    worker.join(timeout=900)
+    assert "result" in outcome, "training did not finish after the node was lost"
+    state = load_train_state(outcome["result"].checkpoint)
+    epochs = [h["epoch"] for h in state["history"]]
+    assert epochs == list(range(5)), epochs  # none lost, none repeated
+    assert state["history"][-1]["ranks_identical"] == 1.0
+    record.append(
+        {
+            "drill": "training, 2 workers (STRICT_SPREAD), max_failures 1, a spare node added",
+            "removed": "node a (one training worker)",
+            "removed_after_s": round(killed_at, 1),
+            "checkpoints_before": checkpoints_before,
+            "survived": f"training finished on nodes b and c: epochs {epochs}, ranks identical",
+        }
+    )
+    nodes["c"] = spare
+
+
+def test_fuse_actors_on_two_nodes_write_one_output_and_survive_a_lost_node(
+    cluster, tmp_path, random_checkpoint, record
+):
+    head, nodes = cluster
+    source = write_samples(tmp_path / "src", count=24, seed=5, sizes=((161, 200),))
+    job = FuseJob(
+        input=str(source),
+        output=str(tmp_path / "out"),
+        checkpoint=str(random_checkpoint),
+        actors=2,
+        cpus_per_actor=2,
+        metrics=("Qabf", "VIF", "SSIM", "Nabf"),
+    )
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=batch_fuse(job, progress=False)))
+    started = time.time()
+    worker.start()
+    rows = tmp_path / "out" / ".rows"
+    while time.time() - started < 300 and len(list(rows.glob("*.json"))) < 3:
+        time.sleep(0.2)
+    victim = next(name for name in ("b", "c") if name in nodes)
+    done_before = len(list(rows.glob("*.json")))
+    spare = head.add_node(num_cpus=2, resources={"node_d": 1})
+    head.remove_node(nodes.pop(victim))
+    killed_at = time.time() - started
+    worker.join(timeout=600)
+    assert "result" in outcome, "batch fusion did not finish after the node was lost"
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert manifest["counts"]["pairs"] == manifest["counts"]["fused"] == 24 and manifest["counts"]["failed"] == 0
+    pngs = sorted(p.stem for p in (tmp_path / "out").glob("*.png"))
+    assert pngs == sorted(p.stem for p in (source / "ir").iterdir())  # each pair once
+    assert not list((tmp_path / "out").glob(".*.tmp")) and not list((tmp_path / "out").glob("*.tmp"))
+    assert len(manifest["nodes"]) >= 2  # the pairs were fused on more than one node
+    record.append(
+        {
+            "drill": "batch fusion, 2 actors of 2 CPUs (one per node), 24 pairs",
+            "removed": f"node {victim} (one fuse actor)",
+            "removed_after_s": round(killed_at, 1),
+            "pairs_done_before": done_before,
+            "survived": f"all 24 pairs fused once; pairs per node {manifest['nodes']}",
+        }
+    )
+    nodes["d"] = spare
