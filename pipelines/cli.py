@@ -217,7 +217,8 @@ def _fuse(args: argparse.Namespace) -> int:
         FuseJob,
         tiles=_tiles(args),
         limits=limits,
-        output=str(output_path(args.output, "--output")),
+        # a URI as given (Path would fold its "//"): the job refuses an object store by name
+        output=args.output if "://" in args.output else str(output_path(args.output, "--output")),
         tracking_uri=tracking_uri(getattr(args, "tracking_uri", None)) if model else None,
     )
     result = batch_fuse(job, progress=not args.quiet)

@@ -166,7 +166,8 @@ def pin_ray_address() -> None:
     the controller as dead and removes the placement group under a live training."""
     import ray
 
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    if not os.environ.get("RAY_ADDRESS"):  # unset, or inherited empty
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def ensure_ray(cpus_needed: float = 0, dashboard: bool = True) -> None:
@@ -180,6 +181,9 @@ def ensure_ray(cpus_needed: float = 0, dashboard: bool = True) -> None:
     if not ray.is_initialized():
         kwargs: dict = {"logging_level": logging.INFO if VERBOSE else logging.WARNING}
         if not os.environ.get("RAY_ADDRESS"):
+            # "local": a Ray of this command's own, even where `ray start` left one running
+            # (a bare ray.init() would join that one, and refuse num_cpus)
+            kwargs["address"] = "local"
             kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(cpus_needed))
             kwargs["include_dashboard"] = dashboard
             # Ray starts its workers at nice 15, below its own processes; on one machine the

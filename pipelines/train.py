@@ -493,10 +493,26 @@ def run_training(
         datasets={"train": train_data, "val": val_data},
     )
     result = trainer.fit()
-    checkpoint = result.checkpoint.path if result.checkpoint else None
+    checkpoint = _checkpoint_uri(result.checkpoint) if result.checkpoint else None
     return TrainResult(checkpoint, dict(result.metrics or {}), run_id, storage)
 
 
+def _checkpoint_uri(checkpoint) -> str:
+    """Where a checkpoint is, as a user gives it: a local path, or a URI with its scheme (Ray
+    gives an object store's path without one, e.g. bucket/run/checkpoint_...)."""
+    kind = getattr(checkpoint.filesystem, "type_name", "local")
+    if kind == "local":
+        return checkpoint.path
+    scheme = {"gcs": "gs"}.get(kind, kind)
+    return f"{scheme}://{checkpoint.path}"
+
+
 def load_train_state(checkpoint_dir: str | os.PathLike) -> dict:
-    """A training checkpoint (weights_only): nets, optimisers, schedulers, epoch, best, history."""
+    """A training checkpoint (weights_only): nets, optimisers, schedulers, epoch, best, history.
+    ``checkpoint_dir`` is a folder or an object-store URI (s3://..., fetched through Ray)."""
+    if "://" in str(checkpoint_dir):
+        import ray.train
+
+        with ray.train.Checkpoint(str(checkpoint_dir)).as_directory() as folder:
+            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)

@@ -37,6 +37,8 @@ from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_train_state, run_training  # noqa: E402
 
 RAY_SESSION = False  # the module runs its own multi-node cluster
+# Minutes of servers or simulated nodes: outside the default suite (docs/testing.md).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("moto")
 
 RAY_SESSION = False  # every Ray here is a subprocess's own
+# Minutes of servers or simulated nodes: outside the default suite (docs/testing.md).
+pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 DWSFUSION = str(BIN / "dwsfusion")
 
@@ -125,6 +127,10 @@ def test_prep_and_training_keep_their_data_in_object_storage(servers, tmp_path):
     done = _dwsfusion(env, "train", "--config", str(tmp_path / "train.yaml"), "--quiet")
     assert "last checkpoint: s3://fusion/train/on-s3/checkpoint_" in done.stdout
     assert f"open {tracking}" in done.stdout  # a server is seen at its own URL, not with `mlflow ui`
+    checkpoint = re.search(r"last checkpoint: (\S+)", done.stdout).group(1)
+    code = "import sys; from pipelines.train import load_train_state; print(load_train_state(sys.argv[1])['epoch'])"
+    read = subprocess.run([sys.executable, "-c", code, checkpoint], env=env, capture_output=True, text=True)
+    assert read.stdout.strip() == "0", read.stderr[-2000:]  # the printed URI reads back
     run_id = re.search(r"MLflow run:\s+(\w+)", done.stdout).group(1)
 
     keys = [o["Key"] for o in _s3(env).list_objects_v2(Bucket="fusion")["Contents"]]

@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,9 @@ def test_fuse_forms_refuse_each_others_options(random_checkpoint, samples_dir, t
     assert "missing --output" in capsys.readouterr().err
     assert main(["fuse", *batch, "--metrics", "Qabf,Bogus"]) == 2
     assert "unknown Bogus" in capsys.readouterr().err
+    # object storage as output: refused by name before any work (not folded into a local "s3:/..." folder)
+    assert main(["fuse", *batch[:4], "--output", "s3://bucket/out"]) == 2
+    assert "s3://bucket/out" in capsys.readouterr().err and not list(Path.cwd().glob("s3:*"))
     assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
 
 
