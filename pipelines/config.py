@@ -25,7 +25,7 @@ from dwsfusion.loss_weights import LossWeights
 from dwsfusion.tiling import TileConfig
 
 from .archives import ArchiveLimits
-from .runtime import store_path, tracking_uri
+from .runtime import is_uri, store_path, tracking_uri
 
 
 class ConfigError(UsageError):
@@ -125,7 +125,7 @@ class RegisterSettings(BaseModel):
 
 def filesystem_output(value: str) -> str:
     """A batch fusion output: a folder or archive on a filesystem, never an object-store URI."""
-    if "://" in value and not value.startswith("file://"):
+    if is_uri(value):
         raise ValueError(
             f"{value}: batch fusion writes to a folder or archive on a filesystem every actor reaches (a local "
             "path on one machine, a shared mount such as /mnt/shared on a cluster); write it there, then copy "
