@@ -25,15 +25,16 @@ def machine() -> dict:
     }
 
 
-def write_result(name: str, result: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (atomically) and print it."""
+def write_result(name: str, result: dict, echo: bool = True) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (atomically) and print it (unless ``echo`` is off)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **result}
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
-    print(json.dumps(payload, indent=2))
+    if echo:
+        print(json.dumps(payload, indent=2))
     return path
 
 

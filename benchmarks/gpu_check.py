@@ -8,13 +8,19 @@ Ray part runs where Ray is importable. Each figure is timed with the device sync
 - training samples/s at batch 16 on 240x320 patches, one process (fp32, bf16);
 - a short training from scratch on ../shared RoadScene (release recipe), evaluated on TNO.
 
-Run: python benchmarks/gpu_check.py [--device cuda] [--train-seconds 180] [--quick]
+- fusion variants that may win on a GPU: fp16, channels_last, CUDA graphs, torch.compile
+  (each one measured, kept in the results beside the plain figure, errors recorded).
+
+The results file is rewritten after every part, so a run cut short keeps what it measured;
+``--deadline`` (seconds from the start) shortens the training and skips parts that no longer fit.
+Run: python benchmarks/gpu_check.py [--device cuda] [--train-seconds 180] [--deadline 420] [--quick]
 (--quick and --device cpu exist to check the script itself on a CPU.)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -26,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED, write_result  # noqa: E402
+from common import RESULTS, SHARED, write_result  # noqa: E402
 
 from dwsfusion.checkpoints import load_generator  # noqa: E402
 from dwsfusion.fuse import fuse_and_score, fuse_luma, load_pair  # noqa: E402
@@ -107,6 +113,135 @@ def fusion_throughput(device: str, quick: bool) -> dict:
     return {"fusion_pairs_per_s": figures[best], "fusion_best": best, "fusion_pairs_per_s_by_setting": figures}
 
 
+def _graphed(fn, device: str):
+    """``fn`` captured once as a CUDA graph (static inputs): replaying it skips the launches."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up on a side stream, as CUDA graph capture requires
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def _with_slice_path(fn):
+    """``fn`` with the adaptive convolution's slice path (one host sync per layer) on the GPU
+    too, in place of the sync-free grid_sample path."""
+    from dwsfusion.model import adaptive_conv
+
+    def run():
+        general = adaptive_conv.adaptive_dilated_conv2d
+        adaptive_conv.adaptive_dilated_conv2d = adaptive_conv._sliced_conv2d
+        try:
+            return fn()
+        finally:
+            adaptive_conv.adaptive_dilated_conv2d = general
+
+    return run
+
+
+def _with_cudnn_benchmark(fn):
+    def run():
+        saved = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            return fn()
+        finally:
+            torch.backends.cudnn.benchmark = saved
+
+    return run
+
+
+def profile(device: str, quick: bool) -> dict:
+    """Where the time of one batch-64 fp32 640x480 forward goes: the top operators by device time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    generator, _ = _generator(device)
+    batch, size = (4, (120, 160)) if quick else (64, (480, 640))
+    ir, vi = torch.rand(batch, 1, *size, device=device), torch.rand(batch, 1, *size, device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.inference_mode():
+        generator.fuse(ir, vi)
+        _sync(device)
+        with profiler(activities=activities) as prof:
+            for _ in range(3):
+                generator.fuse(ir, vi)
+            _sync(device)
+    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in rows) or 1.0
+    top = [
+        {"op": e.key, "ms_per_batch": getattr(e, key) / 3e3, "share": getattr(e, key) / total, "calls": e.count // 3}
+        for e in rows[:15]
+    ]
+    return {"profile_fp32_batch": batch, "profile_ms_per_batch": total / 3e3, "profile_top_ops": top}
+
+
+def fusion_variants(device: str, quick: bool, best: str, time_left) -> dict:
+    """fp16, channels_last, CUDA graphs and torch.compile against the plain bf16 forward, at
+    batch 1 and at the best batch of ``fusion_throughput``; a variant that fails is recorded."""
+    generator, _ = _generator(device)
+    size = (120, 160) if quick else (480, 640)
+    best_batch = int(best.rsplit("batch", 1)[1])
+    figures: dict[str, float | str] = {}
+    for batch in sorted({1, best_batch}):
+        ir = torch.rand(batch, 1, *size, device=device)
+        vi = torch.rand(batch, 1, *size, device=device)
+
+        def forward(ir=ir, vi=vi, dtype=torch.bfloat16, model=generator):
+            device_type = torch.device(device).type
+            with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+                return model.fuse(ir, vi)[0]
+
+        def channels_last(ir=ir, vi=vi, forward=forward):
+            model = copy.deepcopy(generator).to(memory_format=torch.channels_last)
+            a, b = (t.contiguous(memory_format=torch.channels_last) for t in (ir, vi))
+            return lambda: forward(a, b, model=model)
+
+        variants = {
+            "bf16": lambda forward=forward: forward,
+            "fp16": lambda forward=forward: lambda: forward(dtype=torch.float16),
+            "bf16_channels_last": channels_last,
+        }
+        if device.startswith("cuda"):
+            variants["bf16_cuda_graph"] = lambda forward=forward: _graphed(forward, device)
+            variants["fp32_slice_path"] = lambda forward=forward: _with_slice_path(lambda: forward(dtype=None))
+            variants["fp32_cudnn_benchmark"] = lambda forward=forward: _with_cudnn_benchmark(
+                lambda: forward(dtype=None)
+            )
+        for name, make in variants.items():
+            key = f"{name}_batch{batch}"
+            if time_left() < 30:
+                figures[key] = "skipped: deadline"
+                continue
+            try:
+                figures[key] = batch / _timed(make(), device, repeats=3 if quick else 10)
+            except Exception as exc:  # noqa: BLE001 - a variant that fails is a finding, not a crash
+                figures[key] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    if device.startswith("cuda") and not quick and time_left() > 60:
+        # Last: compiling takes a minute or more, and a failure must not cost the rest.
+        started = time.perf_counter()
+        try:
+            compiled = torch.compile(generator.fuse, dynamic=False)
+            ir = torch.rand(best_batch, 1, *size, device=device)
+            vi = torch.rand(best_batch, 1, *size, device=device)
+
+            def forward_compiled(ir=ir, vi=vi):
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    return compiled(ir, vi)[0]
+
+            forward_compiled()
+            figures["compile_seconds"] = time.perf_counter() - started
+            figures[f"bf16_compiled_batch{best_batch}"] = best_batch / _timed(forward_compiled, device, repeats=10)
+        except Exception as exc:  # noqa: BLE001
+            figures[f"bf16_compiled_batch{best_batch}"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    return {"fusion_variants_pairs_per_s": figures}
+
+
 def batch_fusion(device: str, quick: bool) -> dict:
     """What a fuse actor does per call (decode, fuse same-size pairs together, write PNG, and
     score), on TNO + RoadScene pairs repeated, with and without the full metric suite."""
@@ -124,9 +259,12 @@ def batch_fusion(device: str, quick: bool) -> dict:
         pairs = find_pairs(root / "ir", root / "vi")[0]
     pairs = pairs[:8] if quick else pairs
     figures = {}
+    with tempfile.TemporaryDirectory() as out:
+        # Warm-up over every pair: each new image size builds its FFT plans and band masks
+        # once (measured: a cold first pass ran at a third of the speed of a warm one).
+        fuse_and_score(generator, pairs, out, METRIC_NAMES, precision="bf16")
     for label, metrics in (("fusion_only", ()), ("with_metrics", METRIC_NAMES)):
         with tempfile.TemporaryDirectory() as out:
-            fuse_and_score(generator, pairs[:2], out, metrics, precision="bf16")  # warm-up
             _sync(device)
             started = time.perf_counter()
             for i in range(0, len(pairs), 16):
@@ -194,7 +332,7 @@ def short_training(device: str, seconds: float, quick: bool) -> dict:
         module.to(device)
     opts = build_optimizers(nets, 0.01, 0.01)
     steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    while time.perf_counter() - started < seconds or steps == 0:
         ir, vi = _crops(sources, rng, 16, size, device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             train_step(nets, opts, ir, vi, LossWeights())
@@ -221,36 +359,73 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--train-seconds", type=float, default=180.0)
+    parser.add_argument("--deadline", type=float, default=None, help="seconds from the start for all parts")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the GPU")
     parser.add_argument("--tests", default="", help="the gpu tests' summary line, for the record")
     parser.add_argument("--out", default=None, help="also copy the results here (e.g. $OUT)")
+    parser.add_argument(
+        "--parts", default=None, help="comma-separated parts to run, merged into the existing results (default: all)"
+    )
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu --quick to check the script")
-    result = {
+    began = time.perf_counter()
+    deadline = args.deadline if args.deadline is not None else float("inf")
+
+    def time_left() -> float:
+        return deadline - (time.perf_counter() - began)
+
+    earlier = RESULTS / "gpu_check.json"
+    result = json.loads(earlier.read_text()) if args.parts and earlier.exists() else {}
+    result.pop("benchmark", None), result.pop("date", None), result.pop("machine", None)
+    result.setdefault("part_seconds", {})
+    result |= {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "gpu_tests": args.tests,
     }
-    for part in (
-        lambda: parity(args.device),
-        lambda: fusion_throughput(args.device, args.quick),
-        lambda: batch_fusion(args.device, args.quick),
-        lambda: training_speed(args.device, args.quick),
-        lambda: short_training(args.device, args.train_seconds, args.quick),
-        lambda: ray_part(args.device, args.quick),
-    ):
+
+    def save() -> None:
+        if args.quick:  # a check of the script, not a measurement: nothing goes to the results
+            return
+        path = write_result("gpu_check", result, echo=False)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / path.name).write_text(path.read_text())
+
+    # Keep 60 s after the training for BatchNorm re-estimation, the TNO scores and the notes.
+    train_seconds = lambda: max(10.0, min(args.train_seconds, time_left() - 60))  # noqa: E731
+    chosen: list[str] = []
+    # Keep 150 s for the training when it runs last: it is the part that shrinks to fit.
+    variants_left = lambda: time_left() - (150 if "short_training" in chosen else 0)  # noqa: E731
+    parts = {
+        "parity": lambda: parity(args.device),
+        "fusion": lambda: fusion_throughput(args.device, args.quick),
+        "batch_fusion": lambda: batch_fusion(args.device, args.quick),
+        "training_speed": lambda: training_speed(args.device, args.quick),
+        "profile": lambda: profile(args.device, args.quick),
+        "fusion_variants": lambda: fusion_variants(args.device, args.quick, result["fusion_best"], variants_left),
+        "short_training": lambda: short_training(args.device, train_seconds(), args.quick),
+        "ray": lambda: ray_part(args.device, args.quick),
+    }
+    chosen += args.parts.split(",") if args.parts else list(parts)
+    unknown = sorted(set(chosen) - set(parts))
+    if unknown:
+        raise SystemExit(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(parts)}")
+    for name, part in ((name, parts[name]) for name in chosen):
+        if time_left() < 20:
+            result[name] = "skipped: deadline"
+            continue
         started = time.perf_counter()
-        result.update(part())
-        print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
-    if args.quick:  # a check of the script, not a measurement: nothing goes to the results
-        print(json.dumps(result, indent=2, default=str))
-        return
-    path = write_result("gpu_check", result)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / path.name).write_text(path.read_text())
+        try:
+            result.update(part())
+        except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others' figures
+            result[name] = f"failed: {type(exc).__name__}: {exc}"
+        result["part_seconds"][name] = round(time.perf_counter() - started, 1)
+        print(f"  {name}: {result['part_seconds'][name]:.0f} s", flush=True)
+        save()
+    print(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,11 @@ def ms_ssim_mean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     one-channel convolution repeated over the batch (measured: 0.80 s -> 0.05 s forward and
     backward for 16 x 240 x 240)."""
     as_channels = (x.float().transpose(0, 1), y.float().transpose(0, 1))  # (1, B, H, W)
-    return ms_ssim(*as_channels, data_range=1.0, size_average=True)
+    # Always fp32, also under bf16/fp16 autocast: its variances are E[x^2] - E[x]^2, which
+    # half precision can make negative, and the scales' fractional powers then give NaN
+    # (measured: a bf16 training step's MS-SSIM went to -inf at step 5).
+    with torch.autocast(x.device.type, enabled=False):
+        return ms_ssim(*as_channels, data_range=1.0, size_average=True)
 
 
 def dual_weight_losses(out: GeneratorOutput) -> dict[str, torch.Tensor]:

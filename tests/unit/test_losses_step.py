@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from dwsfusion.losses import LossWeights, content_losses, dual_weight_losses, gradient_penalty, sobel_gradient
+from dwsfusion.losses import (
+    LossWeights,
+    content_losses,
+    dual_weight_losses,
+    gradient_penalty,
+    ms_ssim_mean,
+    sobel_gradient,
+)
 from dwsfusion.model import Generator
 from dwsfusion.step import build_networks, build_optimizers, train_step
 
@@ -25,6 +32,19 @@ def test_content_terms_vanish_at_their_targets():
     assert all(abs(v.item()) < 1e-5 for v in content_losses(ir, ir, ir).values())
     with pytest.raises(ValueError, match="160"):
         content_losses(ir[..., :150, :150], ir[..., :150, :150], vi[..., :150, :150])
+
+
+def test_ms_ssim_runs_in_fp32_under_half_precision_autocast():
+    """Half-precision variances (E[x^2] - E[x]^2) can go negative and the scales' fractional
+    powers then give NaN: a bf16 training step reached -inf at step 5 before this."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 176, 176)
+    y = (x + 0.05 * torch.rand_like(x)).clamp(0, 1)
+    full = ms_ssim_mean(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = ms_ssim_mean(x, y)
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(full.item(), abs=1e-6)
 
 
 def test_dual_weight_terms():
