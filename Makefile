@@ -28,8 +28,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
+# The default suite, then the simulated multi-node cluster (tests/ray/test_multinode.py).
 test: lint
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m multinode
 
 # Every CPU benchmark (tens of minutes), then docs/performance.md from their results.
 benchmark: install

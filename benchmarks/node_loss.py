@@ -17,7 +17,17 @@ from common import REPO, RESULTS
 def main() -> int:
     record = RESULTS / "node_loss.json"
     env = {**os.environ, "DWSFUSION_DRILL_RECORD": str(record), "RAY_ADDRESS": ""}
-    command = [sys.executable, "-m", "pytest", "-q", "tests/ray/test_multinode.py", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "multinode",
+        "tests/ray/test_multinode.py",
+        "-p",
+        "no:cacheprovider",
+    ]
     status = subprocess.run(command, cwd=REPO, env=env).returncode
     print(f"record: {record}" if record.exists() else "no record written")
     return status

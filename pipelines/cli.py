@@ -26,7 +26,7 @@ from data_prep.config import PrepSettings
 from dwsfusion.errors import UsageError
 
 from .config import FuseSettings, RegisterSettings, SamplesSettings, validate
-from .runtime import how_to_see, output_path, set_verbosity, tracking_uri
+from .runtime import how_to_see, output_location, output_path, set_verbosity, tracking_uri
 
 DISPATCH_DESTS = ("verb", "action")  # the parser's own: no option may use them (tested)
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db under the home)"
@@ -217,8 +217,7 @@ def _fuse(args: argparse.Namespace) -> int:
         FuseJob,
         tiles=_tiles(args),
         limits=limits,
-        # a URI as given (Path would fold its "//"): the job refuses an object store by name
-        output=args.output if "://" in args.output else str(output_path(args.output, "--output")),
+        output=output_location(args.output, "--output"),  # the job refuses an object store by name
         tracking_uri=tracking_uri(getattr(args, "tracking_uri", None)) if model else None,
     )
     result = batch_fuse(job, progress=not args.quiet)
@@ -257,7 +256,7 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
     folder = p.add_argument_group("folder form")
     folder.add_argument("--ir", type=Path, help="folder of infrared images")
     folder.add_argument("--vi", type=Path, help="folder of visible images (same stems)")
-    folder.add_argument("--out", type=Path, help="folder for <stem>.png")
+    folder.add_argument("--out", help="folder for <stem>.png")
     folder.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     batch = p.add_argument_group("batch form")
     batch.add_argument("--input", help="folder with ir/ + vi/, or .tar / .tar.gz / .zip (path or URI)")
@@ -284,7 +283,7 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
 def _prep(args: argparse.Namespace) -> int:
     from data_prep import PrepConfig, run_prep
 
-    out = args.out if "://" in args.out else str(output_path(args.out, "--out"))
+    out = output_location(args.out, "--out")
     run_prep(settings_from(args, PrepConfig, source=str(args.source), out=out))  # rejected pairs are listed
     return 0
 
@@ -413,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = verbs.add_parser("samples", help="write seeded synthetic IR/VIS pairs")
-    p.add_argument("--out", required=True, type=Path, help="folder for ir/ and vi/")
+    p.add_argument("--out", required=True, help="folder for ir/ and vi/")
     add_settings(p, SamplesSettings)
 
     _add_fuse(verbs)
@@ -422,11 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ir", required=True, type=Path)
     p.add_argument("--vi", required=True, type=Path)
     p.add_argument("--fused", required=True, type=Path)
-    p.add_argument("--csv", type=Path, help="write one row per image here")
+    p.add_argument("--csv", help="write one row per image here")
     _add_console(p)
 
     p = verbs.add_parser("quickstart", help="Ray-free demo: samples -> short training -> fuse -> metric table")
-    p.add_argument("--workdir", type=Path, default=Path("runs/quickstart"), help="default: runs/quickstart")
+    p.add_argument("--workdir", default="runs/quickstart", help="default: runs/quickstart")
     p.add_argument("--source", type=Path, help="a folder with ir/ and vi/ (default: generated samples)")
     p.add_argument("--checkpoint", type=Path, help="skip training and fuse with this checkpoint")
     p.add_argument("--steps", type=int, help="training steps when no checkpoint is given")

@@ -68,11 +68,20 @@ def store_path(value: str, setting: str) -> str:
 
 def output_path(value: str | os.PathLike, option: str) -> Path:
     """An output path given on the command line: relative to the current directory, except in
-    a Ray job, where it goes under ``$DWSFUSION_HOME`` or is refused."""
+    a Ray job, where it goes under ``$DWSFUSION_HOME`` or is refused. A URI is refused by name
+    (``Path`` would fold ``s3://b`` into a local folder ``s3:/b``); verbs that write to object
+    storage take ``output_location``."""
+    if is_uri(str(value)):
+        raise UsageError(f"{option} {value}: this command writes local files only; give a folder path")
     path = Path(value).expanduser()
     if path.is_absolute() or not in_ray_job():
         return path
     return Path(store_path(str(path), option))
+
+
+def output_location(value: str, option: str) -> str:
+    """``output_path`` for a verb whose output may be a URI: a URI is returned as given."""
+    return value if is_uri(value) else str(output_path(value, option))
 
 
 # ------------------------------------------------------------------ MLflow

@@ -102,16 +102,16 @@ def mean_across_ranks(values: dict[str, float], count: int) -> dict[str, float]:
     return {k: vector[i].item() / total for i, k in enumerate(keys)}
 
 
-def _nodes_in_use() -> int:
-    """How many distinct Ray nodes the ranks run on."""
+def _nodes_in_use() -> list[str]:
+    """The distinct Ray node ids the ranks run on, sorted."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     if _world() == 1:
-        return 1
+        return [node]
     gathered: list = [None] * _world()
     dist.all_gather_object(gathered, node)
-    return len(set(gathered))
+    return sorted(set(gathered))
 
 
 def parameter_fingerprint(nets: Networks) -> torch.Tensor:
@@ -278,6 +278,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
         use_tracking(config.tracking_uri())
         mlflow.start_run(run_id=run_id)
+        mlflow.set_tag("ray_nodes", ",".join(nodes))  # where the ranks ran (after a restart: the latest)
 
     for epoch in range(start_epoch, config.epochs):
         if best["bad_epochs"] >= config.early_stop_patience:
@@ -327,7 +328,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics["lr_g"] = opts["generator"].param_groups[0]["lr"]
         identical, spread = ranks_identical(nets)
         metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread, diverged=0.0)
-        metrics["nodes"] = float(nodes)
+        metrics["nodes"] = float(len(nodes))
         if monitored > best["value"] if higher_is_better else monitored < best["value"]:
             generator_state = {k: v.detach().cpu().clone() for k, v in nets.generator.state_dict().items()}
             best = {**best, "value": monitored, "epoch": epoch, "generator": generator_state, "bad_epochs": 0}

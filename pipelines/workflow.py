@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,10 @@ class WorkflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "dwsfusion"
     storage: str = "runs/workflows"  # under the home when relative; local or shared (NFS)
+    # Where prep's shards and the training / sweep checkpoints go: an object store (s3://bucket/
+    # prefix), or a folder every node sees; default: the step's own folder under ``storage``.
+    # The workflow's own state (completion markers, lock, config) stays under ``storage``.
+    data_store: str | None = None
     source: str | None = None  # ir/ + vi/ folder or MSRS root; None: generated sample pairs
     samples: SamplesSettings = SamplesSettings()
     prep: PrepSettings = PrepSettings()
@@ -103,6 +108,14 @@ class WorkflowConfig(BaseModel):
     def root(self, workflow_id: str) -> Path:
         """The workflow's folder: ``<storage>/<id>``, absolute."""
         return Path(store_path(self.storage, "storage")) / workflow_id
+
+    def data_location(self, step_folder: Path, what: str) -> str:
+        """Where a step keeps its bulky data ``what`` (shards, checkpoints): inside its folder, or
+        under ``data_store`` at ``<id>/<step>-<key>/<what>`` (a URI stays a URI)."""
+        if self.data_store is None:
+            return str(step_folder / what)
+        workflow_id = step_folder.parent.parent.name  # <storage>/<id>/steps/<step>-<key>
+        return posixpath.join(store_path(self.data_store, "data_store"), workflow_id, step_folder.name, what)
 
 
 # ------------------------------------------------------------------ steps
@@ -150,7 +163,7 @@ def _samples(ctx: StepContext) -> dict:
 def _prep(ctx: StepContext) -> dict:
     from data_prep import PrepConfig, run_prep
 
-    source, out = ctx.inputs["samples"]["prep_source"], str(ctx.out / "patches")
+    source, out = ctx.inputs["samples"]["prep_source"], ctx.config.data_location(ctx.out, "patches")
     result = run_prep(PrepConfig(**ctx.config.prep.model_dump(), source=source, out=out))
     return {"data": result.out, "run_key": result.run_key, "counts": result.counts, "rejected": result.rejected}
 
@@ -158,6 +171,16 @@ def _prep(ctx: StepContext) -> dict:
 def _run_name(out: Path) -> str:
     """A name unique to this workflow and step key: MLflow finds a resumed run by it."""
     return f"{out.parent.parent.name}.{out.name}"
+
+
+def _exists(location: str) -> bool:
+    """A folder or object prefix exists (a local path or an object-store URI)."""
+    import pyarrow.fs as pafs
+
+    from data_prep.manifest import filesystem
+
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
@@ -177,8 +200,9 @@ def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
 def _train(ctx: StepContext) -> dict:
     from .train import run_training
 
-    train = ctx.config.train_config(ctx.inputs["prep"]["data"], str(ctx.out / "ray"), _run_name(ctx.out))
-    resume = (ctx.out / "ray" / train.name).exists()  # a killed run continues from its last epoch
+    storage = ctx.config.data_location(ctx.out, "ray")
+    train = ctx.config.train_config(ctx.inputs["prep"]["data"], storage, _run_name(ctx.out))
+    resume = _exists(posixpath.join(storage, train.name))  # a killed run continues from its last epoch
     result = run_training(train, resume=resume, parent_run_id=ctx.parent_run, progress=ctx.progress)
     generator = _best_generator_file(result.checkpoint, ctx.out)
     return {"run_id": result.mlflow_run_id, "generator": generator, "val_loss": result.metrics.get("val_loss")}
@@ -188,8 +212,9 @@ def _tune(ctx: StepContext) -> dict:
     from tune import run_sweep
 
     train = ctx.config.train_config(ctx.inputs["prep"]["data"], "<per trial>")
-    sweep = ctx.config.sweep_config(train, str(ctx.out / "ray"), _run_name(ctx.out))
-    resume = (ctx.out / "ray" / sweep.name).exists()
+    storage = ctx.config.data_location(ctx.out, "ray")
+    sweep = ctx.config.sweep_config(train, storage, _run_name(ctx.out))
+    resume = _exists(posixpath.join(storage, sweep.name))
     result = run_sweep(sweep, resume=resume, parent_run_id=ctx.parent_run, progress=ctx.progress)
     if not result.best_checkpoint:
         raise RuntimeError("the sweep's best trial left no checkpoint")
@@ -275,6 +300,10 @@ def _listing(source: str | None) -> str | None:
     return f"{root} {digest.hexdigest()[:16]}"
 
 
+def _data_store(config: WorkflowConfig) -> dict:
+    return {"data_store": config.data_store} if config.data_store else {}
+
+
 def build_steps(config: WorkflowConfig) -> list[Step]:
     train = config.train.model_dump(mode="json")
     if config.mode == "tune":
@@ -284,7 +313,9 @@ def build_steps(config: WorkflowConfig) -> list[Step]:
         fitting = Step("train", "model", train, ["prep"], _train, own_runs=True)
     return [
         Step("samples", "samples", {"source": _listing(config.source), **config.samples.model_dump()}, [], _samples),
-        Step("prep", "prep", config.prep.model_dump(mode="json"), ["samples"], _prep),
+        # A data store moves prep's shards and, through prep's key, everything downstream (only
+        # hashed when set: the keys of workflows without one stay as they were).
+        Step("prep", "prep", config.prep.model_dump(mode="json") | _data_store(config), ["samples"], _prep),
         fitting,
         Step("evaluate", "evaluate", {}, ["samples", "model"], _evaluate),
         Step("register", "register", config.registry.model_dump(mode="json"), ["model"], _register),

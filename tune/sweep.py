@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,7 @@ def trial_driver(
 
     trial = ray.tune.get_context().get_trial_id()
     tree = apply_overrides(base, params)
-    tree.update(name=f"trial_{trial}", storage_path=str(Path(sweep_dir) / "trials"))
+    tree.update(name=f"trial_{trial}", storage_path=posixpath.join(sweep_dir, "trials"))  # Path folds s3://
     config = TrainConfig.model_validate(tree)
     resume = "://" not in config.storage_path and (Path(config.storage_path) / config.name).exists()
     run_training(config, resume, parent_run_id, callbacks=[TuneReportCallback()], inputs=inputs, progress=progress)

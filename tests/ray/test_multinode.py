@@ -4,12 +4,15 @@ forced across nodes, and nodes removed mid-run.
 
 - training with two workers on two nodes (STRICT_SPREAD): ranks identical, checkpoints on
   storage every node sees;
+- a Tune sweep whose two concurrent trials train on different nodes;
 - a node of a training run removed after a checkpoint, a spare node present, ``max_failures``
   1: training restarts from the last checkpoint on the nodes left and finishes, no epoch lost
   or repeated;
 - batch fusion with actors on two nodes writing one output; then a node removed mid-run: the
   lost actor's pairs are fused by the others, nothing duplicated or half-written, the manifest
-  counts right.
+  counts right;
+- a workflow whose training node is removed (no retries): it fails, a spare node joins, and
+  ``dwsfusion pipeline resume`` finishes it, training continuing from its last checkpoint.
 
 What was removed, when, and what survived is recorded (a JSON file: $DWSFUSION_DRILL_RECORD,
 else the test's temporary folder; ``python benchmarks/node_loss.py`` keeps it in
@@ -37,8 +40,9 @@ from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_train_state, run_training  # noqa: E402
 
 RAY_SESSION = False  # the module runs its own multi-node cluster
-# Minutes of servers or simulated nodes: outside the default suite (docs/testing.md).
-pytestmark = pytest.mark.slow
+# About five minutes of simulated nodes: not in the default suite, but ``make test``
+# (and so CI) runs them after it (docs/testing.md).
+pytestmark = pytest.mark.multinode
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +106,41 @@ def test_two_training_workers_on_two_nodes_stay_identical(cluster, patches):
     last = state["history"][-1]
     assert last["nodes"] == 2.0 and last["ranks_identical"] == 1.0 and last["rank_parameter_spread"] == 0.0
     assert Path(result.checkpoint).is_relative_to(root / "storage")
+
+
+def test_two_sweep_trials_train_on_different_nodes(cluster, patches, record):
+    """Two concurrent trials, each with one training worker that needs a node's only 'train'
+    slot: Tune and Ray Train place them on nodes a and b, and each trial's MLflow run names the
+    node it trained on (tag ``ray_nodes``)."""
+    import mlflow
+
+    from tune.sweep import Dimension, SweepConfig, run_sweep
+
+    root, prep = patches
+    if not (root / "patches").exists():
+        run_prep(prep, log=lambda *_: None)
+    train = _config(root, "unused", epochs=1).model_copy(update={"num_workers": 1, "placement_strategy": "PACK"})
+    sweep = SweepConfig(
+        train=train,
+        space={"lr_g": Dimension(type="grid", values=[1e-3, 2e-3])},
+        name="two-nodes",
+        storage_path=str(root / "tune"),
+        num_samples=1,
+        max_concurrent=2,
+        scheduler="fifo",
+    )
+    result = run_sweep(sweep, progress=False)
+    mlflow.set_tracking_uri(train.mlflow_tracking_uri)
+    nodes = [mlflow.get_run(row["mlflow_run_id"]).data.tags["ray_nodes"] for row in result.table]
+    assert len(nodes) == 2 and all("," not in n for n in nodes), nodes
+    assert nodes[0] != nodes[1], f"both trials trained on node {nodes[0]}"
+    record.append(
+        {
+            "drill": "a Tune sweep: 2 concurrent trials, one worker each, one 'train' slot per node",
+            "removed": "nothing",
+            "survived": f"trials trained on nodes {', '.join(n[:12] for n in nodes)}",
+        }
+    )
 
 
 def test_a_lost_node_restarts_training_from_its_last_checkpoint(cluster, patches, record):
@@ -180,3 +219,79 @@ def test_fuse_actors_on_two_nodes_write_one_output_and_survive_a_lost_node(
         }
     )
     nodes["d"] = spare
+
+
+def test_a_workflow_that_lost_its_training_node_finishes_with_pipeline_resume(cluster, tmp_path, record):
+    """The workflow's training worker runs on the only node with a 'wf' slot, with no retries:
+    removing that node fails the run. A spare node joins, ``dwsfusion pipeline resume`` reruns
+    the steps without a completion marker, training continues from its last checkpoint (no
+    epoch lost or repeated), and evaluation, registration and fusion follow."""
+    from pipelines.cli import main
+    from pipelines.workflow import WorkflowConfig, plan, run_workflow
+
+    head, _ = cluster
+    first_node = head.add_node(num_cpus=2, resources={"wf": 1})
+    head.wait_for_nodes()
+    config = WorkflowConfig.model_validate(
+        {
+            "name": "lost",
+            "storage": str(tmp_path / "workflows"),
+            "samples": {"count": 5, "seed": 3},
+            "prep": {"patch_size": 161, "stride": 60, "val_fraction": 0.4},
+            "train": {
+                "num_workers": 1,
+                "cpus_per_worker": 1,
+                "worker_resources": {"wf": 1},
+                "max_failures": 0,
+                "epochs": 4,
+                "batch_size": 4,
+                "max_steps_per_epoch": 2,
+                "lr_g": 1e-3,
+                "lr_d": 1e-3,
+                "materialize": True,
+                "val_images": 2,
+                "bn_recalibration_batches": 1,
+            },
+            "registry": {"name": "lost-node"},
+            "fuse": {"actors": 1, "metrics": []},
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+    )
+    outcome: dict = {}
+
+    def first_run() -> None:
+        try:
+            run_workflow(config, log=lambda *_: None, progress=False)
+        except Exception as exc:  # noqa: BLE001 - the failure is what this test waits for
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=first_run)
+    started = time.time()
+    worker.start()
+    steps = tmp_path / "workflows" / "lost" / "steps"
+    while time.time() - started < 600 and not [p for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir()]:
+        time.sleep(0.5)
+    checkpoints_before = sorted(p.name for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir())
+    assert checkpoints_before, "no training checkpoint within 10 minutes"
+    killed_at = time.time() - started
+    head.remove_node(first_node)  # the training worker's node: the run fails (max_failures 0)
+    worker.join(timeout=600)
+    assert "error" in outcome, "the workflow did not fail when its training node was lost"
+    head.add_node(num_cpus=2, resources={"wf": 1})  # a spare node for the resumed training
+    head.wait_for_nodes()
+    assert main(["pipeline", "resume", "lost", "--storage", str(tmp_path / "workflows"), "--quiet"]) == 0
+    states = plan(config, tmp_path / "workflows" / "lost")
+    assert all(state.done for state in states), [(s.step.name, s.done) for s in states]
+    latest = sorted(p for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir())[-1]
+    epochs = [h["epoch"] for h in load_train_state(str(latest))["history"]]
+    assert epochs == list(range(4)), epochs  # none lost, none repeated
+    record.append(
+        {
+            "drill": "workflow, training on the only 'wf' node, max_failures 0",
+            "removed": "the training worker's node",
+            "removed_after_s": round(killed_at, 1),
+            "checkpoints_before": checkpoints_before,
+            "failed_with": type(outcome["error"]).__name__,
+            "survived": f"`dwsfusion pipeline resume` finished every step; training epochs {epochs}",
+        }
+    )

@@ -141,6 +141,9 @@ def test_fuse_forms_refuse_each_others_options(random_checkpoint, samples_dir, t
     # object storage as output: refused by name before any work (not folded into a local "s3:/..." folder)
     assert main(["fuse", *batch[:4], "--output", "s3://bucket/out"]) == 2
     assert "s3://bucket/out" in capsys.readouterr().err and not list(Path.cwd().glob("s3:*"))
+    for verb in (["samples", "--out"], ["fuse", *folder, "--out"], ["quickstart", "--workdir"]):
+        assert main([*verb, "s3://bucket/x"]) == 2  # local-only outputs refuse a URI by name
+        assert "s3://bucket/x: this command writes local files only" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
 
 

@@ -55,6 +55,9 @@ def _worker(rank, world, init_file, out_file):
     identical, spread = ranks_identical(nets)
     if rank == 0:
         torch.save({"exact": exact, "identical": identical, "spread": spread}, out_file)
+    # Both ranks leave together: a rank that tears gloo down while the other is still in its
+    # last collective gets "terminate called without an active exception" (seen under load).
+    dist.barrier()
     dist.destroy_process_group()
 
 

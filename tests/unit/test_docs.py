@@ -132,7 +132,7 @@ def test_command_names_real_things(page, command):
     elif program == "pytest":
         for marker in re.findall(r"-m\s+['\"]?([^'\"]+)", command):
             for name in re.findall(r"[a-z]+", marker):
-                assert name in ("and", "or", "not", "slow", "gpu", "ray"), f"unknown marker {name}"
+                assert name in ("and", "or", "not", "slow", "gpu", "ray", "multinode"), f"unknown marker {name}"
     elif program in ("mlflow", "ray"):
         _check_options_in_help(argv)
         if "--" in argv:  # a job's entrypoint is one of our commands
