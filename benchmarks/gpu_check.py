@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, SHARED, write_result  # noqa: E402
+from common import RESULTS, SHARED, timed, write_result  # noqa: E402
 
 from dwsfusion.checkpoints import load_generator  # noqa: E402
 from dwsfusion.fuse import fuse_and_score, fuse_luma, load_pair  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
-from dwsfusion.model import Generator  # noqa: E402
+from dwsfusion.model import Generator, adaptive_conv  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
 
@@ -51,17 +51,14 @@ def _sync(device: str) -> None:
 
 
 def _timed(fn, device: str, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn`` with the device synchronised around each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
+    """Median seconds of ``fn``, each call timed to the end of its device work (every call,
+    warm-up included, ends with a synchronise, so none starts with another's work queued)."""
+
+    def synced() -> None:
         fn()
         _sync(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+
+    return statistics.median(timed(synced, repeats, warmup))
 
 
 def _generator(device: str) -> tuple[Generator, str]:
@@ -127,30 +124,17 @@ def _graphed(fn, device: str):
     return graph.replay
 
 
-def _with_slice_path(fn):
-    """``fn`` with the adaptive convolution's slice path (one host sync per layer) on the GPU
-    too, in place of the sync-free grid_sample path."""
-    from dwsfusion.model import adaptive_conv
+def _with_setting(owner, name: str, value, fn):
+    """``fn`` with ``owner.name`` set to ``value`` during each call, restored after. (Not
+    mock.patch.object: cudnn's flags are module properties, which it cannot restore.)"""
 
     def run():
-        general = adaptive_conv.adaptive_dilated_conv2d
-        adaptive_conv.adaptive_dilated_conv2d = adaptive_conv._sliced_conv2d
+        saved = getattr(owner, name)
+        setattr(owner, name, value)
         try:
             return fn()
         finally:
-            adaptive_conv.adaptive_dilated_conv2d = general
-
-    return run
-
-
-def _with_cudnn_benchmark(fn):
-    def run():
-        saved = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = True
-        try:
-            return fn()
-        finally:
-            torch.backends.cudnn.benchmark = saved
+            setattr(owner, name, saved)
 
     return run
 
@@ -209,9 +193,12 @@ def fusion_variants(device: str, quick: bool, best: str, time_left) -> dict:
         }
         if device.startswith("cuda"):
             variants["bf16_cuda_graph"] = lambda forward=forward: _graphed(forward, device)
-            variants["fp32_slice_path"] = lambda forward=forward: _with_slice_path(lambda: forward(dtype=None))
-            variants["fp32_cudnn_benchmark"] = lambda forward=forward: _with_cudnn_benchmark(
-                lambda: forward(dtype=None)
+            # the slice path (one host sync per layer) in place of the sync-free grid_sample path
+            variants["fp32_slice_path"] = lambda forward=forward: _with_setting(
+                adaptive_conv, "adaptive_dilated_conv2d", adaptive_conv._sliced_conv2d, lambda: forward(dtype=None)
+            )
+            variants["fp32_cudnn_benchmark"] = lambda forward=forward: _with_setting(
+                torch.backends.cudnn, "benchmark", True, lambda: forward(dtype=None)
             )
         for name, make in variants.items():
             key = f"{name}_batch{batch}"
@@ -377,7 +364,8 @@ def main() -> None:
 
     earlier = RESULTS / "gpu_check.json"
     result = json.loads(earlier.read_text()) if args.parts and earlier.exists() else {}
-    result.pop("benchmark", None), result.pop("date", None), result.pop("machine", None)
+    for written_by_write_result in ("benchmark", "date", "machine"):
+        result.pop(written_by_write_result, None)
     result.setdefault("part_seconds", {})
     result |= {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
@@ -396,7 +384,6 @@ def main() -> None:
 
     # Keep 60 s after the training for BatchNorm re-estimation, the TNO scores and the notes.
     train_seconds = lambda: max(10.0, min(args.train_seconds, time_left() - 60))  # noqa: E731
-    chosen: list[str] = []
     # Keep 150 s for the training when it runs last: it is the part that shrinks to fit.
     variants_left = lambda: time_left() - (150 if "short_training" in chosen else 0)  # noqa: E731
     parts = {
@@ -409,7 +396,7 @@ def main() -> None:
         "short_training": lambda: short_training(args.device, train_seconds(), args.quick),
         "ray": lambda: ray_part(args.device, args.quick),
     }
-    chosen += args.parts.split(",") if args.parts else list(parts)
+    chosen = args.parts.split(",") if args.parts else list(parts)  # read by variants_left when it runs
     unknown = sorted(set(chosen) - set(parts))
     if unknown:
         raise SystemExit(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(parts)}")

@@ -269,9 +269,13 @@ def test_a_workflow_that_lost_its_training_node_finishes_with_pipeline_resume(cl
     started = time.time()
     worker.start()
     steps = tmp_path / "workflows" / "lost" / "steps"
-    while time.time() - started < 600 and not [p for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir()]:
+
+    def checkpoints() -> list[Path]:  # folders only: Ray keeps a checkpoint_manager_snapshot.json beside them
+        return sorted(p for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir())
+
+    while time.time() - started < 600 and not checkpoints():
         time.sleep(0.5)
-    checkpoints_before = sorted(p.name for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir())
+    checkpoints_before = [p.name for p in checkpoints()]
     assert checkpoints_before, "no training checkpoint within 10 minutes"
     killed_at = time.time() - started
     head.remove_node(first_node)  # the training worker's node: the run fails (max_failures 0)
@@ -282,7 +286,7 @@ def test_a_workflow_that_lost_its_training_node_finishes_with_pipeline_resume(cl
     assert main(["pipeline", "resume", "lost", "--storage", str(tmp_path / "workflows"), "--quiet"]) == 0
     states = plan(config, tmp_path / "workflows" / "lost")
     assert all(state.done for state in states), [(s.step.name, s.done) for s in states]
-    latest = sorted(p for p in steps.glob("train-*/ray/*/checkpoint_*") if p.is_dir())[-1]
+    latest = checkpoints()[-1]
     epochs = [h["epoch"] for h in load_train_state(str(latest))["history"]]
     assert epochs == list(range(4)), epochs  # none lost, none repeated
     record.append(
