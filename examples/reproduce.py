@@ -5,8 +5,8 @@ then score it on TNO beside the authors' release and pixel-wise mean and max fus
    nearest the shards allow to the release's random 240x320 crops; 10 % of the images held out
    for validation). TNO is never seen in training.
 2. ``dwsfusion train --config configs/reproduce.yaml`` (Ray Train, one worker, the release's
-   optimisers, learning rate, batch, plateau schedule and early stopping; learning curves and
-   fusion grids in MLflow).
+   generator optimiser, learning rate, batch, plateau schedule and early stopping, adversarial
+   weight 0 as docs/fidelity.md explains; learning curves and fusion grids in MLflow).
 3. The best generator fuses the 25 TNO pairs; our metric suite scores it, the release's own
    fused images, and mean and max fusion of the same pairs.
 

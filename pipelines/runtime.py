@@ -49,6 +49,18 @@ def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def location_exists(location: str) -> bool:
+    """A folder or object prefix exists: a local path or any URI pyarrow reads (s3://, gs://,
+    file://). The one check behind every "does this run / sweep / step exist" decision, so a
+    run in object storage resumes (or refuses to start over) as a local one does."""
+    import pyarrow.fs as pafs
+
+    from data_prep.manifest import filesystem
+
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
 def store_path(value: str, setting: str) -> str:
     """A store's location: a URI as is, an absolute path as is, a relative one under ``home()``."""
     if is_uri(value):

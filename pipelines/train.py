@@ -17,6 +17,7 @@ import collections
 import contextlib
 import math
 import os
+import posixpath
 import sys
 import tempfile
 import time
@@ -342,9 +343,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
             mlflow.log_image(fusion_grid(rows), f"fusion_grid/epoch_{epoch:03d}.png")
             if progress:
-                _say(
-                    f"[{config.name} epoch {epoch}] g {metrics['train_g_total']:.4f}  "
+                critics = (
                     f"d_ir {metrics['train_d_ir_loss']:.4f}  d_vi {metrics['train_d_vi_loss']:.4f}  "
+                    if "train_d_ir_loss" in metrics
+                    else ""  # adversarial weight 0: no critic step
+                )
+                _say(
+                    f"[{config.name} epoch {epoch}] g {metrics['train_g_total']:.4f}  {critics}"
                     f"val {metrics['val_loss']:.4f}  "
                     f"Qabf {metrics['val_Qabf']:.3f}  VIF {metrics['val_VIF']:.3f}  score {metrics['val_score']:.3f}  "
                     f"lr {metrics['lr_g']:.0e}  {metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
@@ -455,8 +460,8 @@ def run_training(
         if manifest["counts"].get(split, {}).get("patches", 0) == 0:
             raise UsageError(f"{config.data}: the '{split}' split has no patches (see its manifest)")
     storage = config.storage()
-    run_dir = None if runtime.is_uri(storage) else Path(storage) / config.name
-    if not resume and run_dir is not None and run_dir.exists():
+    run_dir = posixpath.join(storage, config.name)
+    if not resume and runtime.location_exists(run_dir):
         raise UsageError(f"{run_dir}: a run with this name exists; pass --resume to continue it or choose another name")
     # A local Ray needs CPUs for Ray Data's reads beside the workers.
     runtime.ensure_ray(cpus_needed=config.num_workers * config.cpus_per_worker + 2)

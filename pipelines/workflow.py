@@ -44,7 +44,7 @@ from .config import (
     validate,
 )
 from .lock import WorkflowLock
-from .runtime import store_path, tracking_uri, use_tracking
+from .runtime import location_exists, store_path, tracking_uri, use_tracking
 
 MARKER = "_DONE.json"
 STATE = "workflow.json"
@@ -173,16 +173,6 @@ def _run_name(out: Path) -> str:
     return f"{out.parent.parent.name}.{out.name}"
 
 
-def _exists(location: str) -> bool:
-    """A folder or object prefix exists (a local path or an object-store URI)."""
-    import pyarrow.fs as pafs
-
-    from data_prep.manifest import filesystem
-
-    fs, path = filesystem(location)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
 def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
     """The best-validation generator of a training checkpoint, as a standalone file."""
     from dwsfusion.checkpoints import save_generator
@@ -202,7 +192,7 @@ def _train(ctx: StepContext) -> dict:
 
     storage = ctx.config.data_location(ctx.out, "ray")
     train = ctx.config.train_config(ctx.inputs["prep"]["data"], storage, _run_name(ctx.out))
-    resume = _exists(posixpath.join(storage, train.name))  # a killed run continues from its last epoch
+    resume = location_exists(posixpath.join(storage, train.name))  # a killed run continues from its last epoch
     result = run_training(train, resume=resume, parent_run_id=ctx.parent_run, progress=ctx.progress)
     generator = _best_generator_file(result.checkpoint, ctx.out)
     return {"run_id": result.mlflow_run_id, "generator": generator, "val_loss": result.metrics.get("val_loss")}
@@ -214,7 +204,7 @@ def _tune(ctx: StepContext) -> dict:
     train = ctx.config.train_config(ctx.inputs["prep"]["data"], "<per trial>")
     storage = ctx.config.data_location(ctx.out, "ray")
     sweep = ctx.config.sweep_config(train, storage, _run_name(ctx.out))
-    resume = _exists(posixpath.join(storage, sweep.name))
+    resume = location_exists(posixpath.join(storage, sweep.name))
     result = run_sweep(sweep, resume=resume, parent_run_id=ctx.parent_run, progress=ctx.progress)
     if not result.best_checkpoint:
         raise RuntimeError("the sweep's best trial left no checkpoint")

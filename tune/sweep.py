@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import posixpath
 import tempfile
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dwsfusion.errors import UsageError
 from pipelines.config import TrainConfig, TrainSettings, get_dotted, set_dotted
-from pipelines.runtime import ensure_ray, store_path
+from pipelines.runtime import ensure_ray, location_exists, store_path
 
 OBJECTIVE = "val_score"
 
@@ -133,7 +132,7 @@ def trial_driver(
     tree = apply_overrides(base, params)
     tree.update(name=f"trial_{trial}", storage_path=posixpath.join(sweep_dir, "trials"))  # Path folds s3://
     config = TrainConfig.model_validate(tree)
-    resume = "://" not in config.storage_path and (Path(config.storage_path) / config.name).exists()
+    resume = location_exists(posixpath.join(config.storage_path, config.name))  # local or s3://
     run_training(config, resume, parent_run_id, callbacks=[TuneReportCallback()], inputs=inputs, progress=progress)
 
 
@@ -259,7 +258,11 @@ def run_sweep(
     from ray import tune
 
     storage = config.storage()
-    sweep_dir = os.path.join(storage, config.name)
+    sweep_dir = posixpath.join(storage, config.name)
+    if not resume and location_exists(sweep_dir):  # before any work: local folders and s3:// alike
+        raise UsageError(f"{sweep_dir}: a sweep with this name exists; pass --resume or choose another name")
+    if resume and not tune.Tuner.can_restore(sweep_dir):
+        raise UsageError(f"{sweep_dir}: no sweep to resume (run it without --resume first)")
     ensure_ray()
     parent_run_id = _parent_run(config, resume, parent_run_id)
     from pipelines.train import load_inputs
@@ -277,12 +280,8 @@ def run_sweep(
         {"CPU": config.trial_cpus},
     )
     if resume:
-        if not tune.Tuner.can_restore(sweep_dir):
-            raise UsageError(f"{sweep_dir}: no sweep to resume (run it without --resume first)")
         tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        if "://" not in storage and Path(sweep_dir).exists():
-            raise UsageError(f"{sweep_dir}: a sweep with this name exists; pass --resume or choose another name")
         tuner = tune.Tuner(
             trainable,
             param_space={key: dim.to_tune() for key, dim in config.space.items()},

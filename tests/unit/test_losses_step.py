@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from dwsfusion.losses import (
     gradient_penalty,
     ms_ssim_mean,
     sobel_gradient,
+    supervised_losses,
 )
 from dwsfusion.model import Generator
 from dwsfusion.step import build_networks, build_optimizers, train_step
@@ -107,3 +109,28 @@ def test_discriminators_get_no_gradient_from_the_generator_step():
     for critic in (nets.d_ir, nets.d_vi):
         for kept, p in zip(grads_at_own_step[id(critic)], critic.parameters(), strict=True):
             assert torch.equal(kept, p.grad)  # the G step added nothing
+
+
+def test_train_step_without_the_adversarial_term_trains_the_generator_alone():
+    """Adversarial weight 0: the critics stay as they are, and the generator takes exactly the
+    Adam step of the supervised loss (10 x content + dual-weight)."""
+    torch.manual_seed(0)
+    nets = build_networks()
+    reference = copy.deepcopy(nets.generator)
+    opts = build_optimizers(nets)
+    critics_before = {k: copy.deepcopy(nets.modules()[k].state_dict()) for k in ("d_ir", "d_vi")}
+    ir, vi = torch.rand(2, 1, 176, 176), torch.rand(2, 1, 176, 176)
+    weights = LossWeights(adversarial=0.0)
+    logs = train_step(nets, opts, ir, vi, weights)
+
+    assert not any(key.startswith(("d_ir", "d_vi")) or key == "g_adversarial" for key in logs)
+    for name, state in critics_before.items():
+        for key, value in nets.modules()[name].state_dict().items():
+            assert torch.equal(value, state[key]), f"{name}.{key} changed"
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
+    loss = supervised_losses(reference(ir, vi), ir, vi, weights)["supervised"]
+    loss.backward()
+    optimizer.step()
+    assert logs["g_total"] == pytest.approx(loss.item(), rel=1e-6)
+    for ours, expected in zip(nets.generator.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
