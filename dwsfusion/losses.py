@@ -107,8 +107,11 @@ def supervised_losses(out: GeneratorOutput, ir: torch.Tensor, vi: torch.Tensor, 
 def generator_losses(
     out: GeneratorOutput, ir: torch.Tensor, vi: torch.Tensor, d_ir: nn.Module, d_vi: nn.Module, weights: LossWeights
 ) -> dict[str, torch.Tensor]:
-    """Every generator term and the total: content*10 + dual-weight + adversarial*0.1."""
+    """Every generator term and the total: content*10 + dual-weight + adversarial*0.1. With an
+    adversarial weight of 0 the critics are not run and there is no ``adversarial`` term."""
     terms = supervised_losses(out, ir, vi, weights)
-    terms["adversarial"] = -d_ir(out.fused).mean() - d_vi(out.fused).mean()
-    terms["total"] = terms.pop("supervised") + weights.adversarial * terms["adversarial"]
+    terms["total"] = terms.pop("supervised")
+    if weights.adversarial:
+        terms["adversarial"] = -d_ir(out.fused).mean() - d_vi(out.fused).mean()
+        terms["total"] = terms["total"] + weights.adversarial * terms["adversarial"]
     return terms

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import LossWeights, critic_losses, generator_losses, supervised_losses
+from .losses import LossWeights, critic_losses, generator_losses
 from .model import Discriminator, Generator, GeneratorConfig
 
 
@@ -111,20 +111,16 @@ def train_step(
     read back once, at the end (one device sync per step, not one per term)."""
     out = nets.generator(ir, vi)
     terms: dict[str, torch.Tensor] = {}
-    if weights.adversarial == 0:  # no critic term: the critics would be trained for nothing
-        generator_terms = supervised_losses(out, ir, vi, weights)
-        generator_terms["total"] = generator_terms.pop("supervised")
-        _apply(generator_terms["total"], nets.generator, optimizers.generator, sync_gradients, grad_clip, scaler)
-    else:
+    if weights.adversarial:  # weight 0: no critic term, so the critics are neither run nor trained
         fake = out.fused.detach()
         for name, critic, real in (("d_ir", nets.d_ir, ir), ("d_vi", nets.d_vi, vi)):
             critic_terms = critic_losses(critic, real, fake, weights.gradient_penalty, scaler)
             _apply(critic_terms["loss"], critic, getattr(optimizers, name), sync_gradients, grad_clip, scaler)
             terms.update({f"{name}_{k}": v.detach() for k, v in critic_terms.items()})
-        d_ir, d_vi = unwrap(nets.d_ir), unwrap(nets.d_vi)
-        with frozen(d_ir), frozen(d_vi):  # the updated critics judge, but are not trained here
-            generator_terms = generator_losses(out, ir, vi, d_ir, d_vi, weights)
-            _apply(generator_terms["total"], nets.generator, optimizers.generator, sync_gradients, grad_clip, scaler)
+    d_ir, d_vi = unwrap(nets.d_ir), unwrap(nets.d_vi)
+    with frozen(d_ir), frozen(d_vi):  # the updated critics judge, but are not trained here
+        generator_terms = generator_losses(out, ir, vi, d_ir, d_vi, weights)
+        _apply(generator_terms["total"], nets.generator, optimizers.generator, sync_gradients, grad_clip, scaler)
     if scaler is not None:
         scaler.update()
     terms.update({f"g_{k}": v.detach() for k, v in generator_terms.items()})

@@ -40,6 +40,7 @@ from dwsfusion.loss_weights import LossWeights  # noqa: E402
 from dwsfusion.losses import supervised_losses  # noqa: E402
 from dwsfusion.model import Discriminator, Generator, GeneratorConfig  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
+from dwsfusion.quicktrain import random_patches  # noqa: E402
 from dwsfusion.step import build_networks  # noqa: E402
 from pipelines.train import load_train_state  # noqa: E402
 
@@ -88,14 +89,7 @@ def gradient_norms(state: dict, roadscene: Path, draws: int) -> dict[str, float]
     pairs, _ = find_pairs(roadscene / "ir", roadscene / "vi")
     sources = [(read_luma_u8(p.ir), read_luma_u8(p.vi)) for p in pairs]
     sources = [(a, b) for a, b in sources if min(a.shape) >= 240]
-    rng = np.random.default_rng(1)
-    crops = []
-    for _ in range(16):
-        a, b = sources[rng.integers(len(sources))]
-        y, x = rng.integers(0, a.shape[0] - 239), rng.integers(0, a.shape[1] - 239)
-        crops.append((a[y : y + 240, x : x + 240], b[y : y + 240, x : x + 240]))
-    ir = torch.from_numpy(np.stack([c[0] for c in crops])).float().div(255)[:, None]
-    vi = torch.from_numpy(np.stack([c[1] for c in crops])).float().div(255)[:, None]
+    ir, vi = (x.float().div(255) for x in random_patches(sources, np.random.default_rng(1), 16, 240))
 
     weights = LossWeights()
     generator = nets.generator.train()

@@ -33,6 +33,7 @@ from dwsfusion.color import read_luma_u8  # noqa: E402
 from dwsfusion.evaluate import evaluate_generator  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
+from dwsfusion.quicktrain import random_patches  # noqa: E402
 from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
 
 HEADLINE = ("Qabf", "VIF", "SSIM")
@@ -75,13 +76,7 @@ def main() -> None:
     rng = np.random.default_rng(start)
 
     def crops() -> tuple[torch.Tensor, torch.Tensor]:
-        irs, vis = [], []
-        for _ in range(batch):
-            a, b = sources[rng.integers(len(sources))]
-            y, x = rng.integers(0, a.shape[0] - patch + 1), rng.integers(0, a.shape[1] - patch + 1)
-            irs.append(a[y : y + patch, x : x + patch])
-            vis.append(b[y : y + patch, x : x + patch])
-        return tuple(torch.from_numpy(np.stack(p)).float().div(255)[:, None] for p in (irs, vis))
+        return tuple(x.float().div(255) for x in random_patches(sources, rng, batch, patch))
 
     def tno_means(generator) -> dict[str, float]:
         evaluation = evaluate_generator(generator.eval(), tno_pairs, HEADLINE, progress=False)
