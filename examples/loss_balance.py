@@ -127,6 +127,8 @@ def main() -> None:
     if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir() or not release_file.is_file():
         raise SystemExit(f"{SHARED}/data/RoadScene, TNO and the release weights are needed")
     folder = args.checkpoint.parent if args.checkpoint.is_file() else args.checkpoint
+    if not (folder / "state.pt").is_file():
+        raise SystemExit(f"{args.checkpoint}: no state.pt there (give a training checkpoint folder or its state.pt)")
     state = load_train_state(folder)
     trained = Generator(GeneratorConfig(**state["generator_config"]))
     trained.load_state_dict(state["best"]["generator"])
