@@ -422,16 +422,28 @@ def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = N
 
 
 def load_inputs(config: TrainConfig) -> tuple:
-    """(train dataset, materialized val dataset, fixed val patches) from the prepared shards.
+    """(train dataset, val dataset held by the driver, fixed val patches) from the prepared shards.
     A sweep calls this once in its driver: Ray Data reads started inside a Tune trial would
     be confined to the trial's small placement group and wait forever."""
     from data_prep import read_patches
 
     train_data = read_patches(config.data, "train")
     if config.materialize:  # read once, then every epoch iterates the object store
-        train_data = train_data.materialize()
-    val_data = read_patches(config.data, "val").materialize()  # small by design: read once
+        train_data = held_by_driver(train_data)
+    val_data = held_by_driver(read_patches(config.data, "val"))  # small by design: read once
     return train_data, val_data, val_data.take_batch(config.val_images, batch_format="numpy")
+
+
+def held_by_driver(dataset):
+    """``dataset`` read once into blocks that the driver itself puts in the object store, so
+    their primary copies sit on the driver's node. ``.materialize()`` leaves each block on the
+    node whose read task made it: when that node is lost, Ray must rebuild the block by lineage
+    while the restarted worker group already waits on it, and in the node-loss drill the
+    validation fetch timed out first (tests/ray/test_multinode.py). A lost worker node loses
+    none of these blocks; the price is that they must fit the driver node's object store."""
+    import ray
+
+    return ray.data.from_arrow(ray.get(dataset.to_arrow_refs()))
 
 
 def run_training(

@@ -37,7 +37,7 @@ from data_prep import PrepConfig, run_prep  # noqa: E402
 from dwsfusion.samples import write_samples  # noqa: E402
 from pipelines.batch_fuse import MANIFEST, FuseJob, batch_fuse  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
-from pipelines.train import load_train_state, run_training  # noqa: E402
+from pipelines.train import load_inputs, load_train_state, run_training  # noqa: E402
 
 RAY_SESSION = False  # the module runs its own multi-node cluster
 # About five minutes of simulated nodes: not in the default suite, but ``make test``
@@ -141,6 +141,22 @@ def test_two_sweep_trials_train_on_different_nodes(cluster, patches, record):
             "survived": f"trials trained on nodes {', '.join(n[:12] for n in nodes)}",
         }
     )
+
+
+def test_read_once_patches_live_on_the_driver_node(cluster, patches):
+    """The patches training reads once (val always, train with ``materialize``) must survive
+    the loss of a worker node: every block's copies include the driver's node. Blocks left
+    where read tasks on nodes a and b made them are what made the node-loss drill below flaky."""
+    root, prep = patches
+    if not (root / "patches").exists():
+        run_prep(prep, log=lambda *_: None)
+    train_data, val_data, _ = load_inputs(_config(root, "unused"))
+    driver_node = ray.get_runtime_context().get_node_id()
+    for name, dataset in (("train", train_data), ("val", val_data)):
+        refs = dataset.to_arrow_refs()
+        locations = ray.experimental.get_object_locations(refs)
+        elsewhere = [ref for ref in refs if driver_node not in locations[ref]["node_ids"]]
+        assert refs and not elsewhere, f"{len(elsewhere)} of {len(refs)} {name} blocks only on worker nodes"
 
 
 def test_a_lost_node_restarts_training_from_its_last_checkpoint(cluster, patches, record):
