@@ -207,6 +207,9 @@ class TrainSettings(BaseModel):
     val_images: int = Field(4, ge=1)  # fixed validation patches for metrics and the grid
     shuffle_buffer: int = Field(256, ge=0)
     materialize: bool = False  # hold the train patches in Ray's object store after one read
+    # Flip each training pair and give each image a random gamma (dwsfusion.augment): the
+    # target max(ir, vi) follows, and a small set shows more ir/vi intensity relations.
+    augment: bool = False
 
 
 class TrainConfig(TrainSettings):
