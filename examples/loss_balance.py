@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -75,9 +74,7 @@ def fit_on_images(generator: Generator, folder: Path) -> dict[str, float]:
 def release_head_score(critic: Discriminator, x: torch.Tensor) -> torch.Tensor:
     """The release's critic: our critic's convolutions, then a linear layer over the flattened
     features created anew (PyTorch's default initialisation) in every call."""
-    for conv, bn in zip(critic.convs, critic.bns, strict=True):
-        x = F.avg_pool2d(F.relu(bn(conv(x))), 2)
-    x = x.flatten(1)
+    x = critic.features(x).flatten(1)
     return torch.nn.Linear(x.shape[1], 1)(x)
 
 

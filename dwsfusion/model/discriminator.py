@@ -22,7 +22,10 @@ class Discriminator(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm2d(b) for b in widths[1:])
         self.head = nn.Linear(widths[-1], 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1)
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 16, H/8, W/8)
         for conv, bn in zip(self.convs, self.bns, strict=True):
-            x = F.avg_pool2d(F.relu(bn(conv(x))), 2)  # three times: (B, 16, H/8, W/8)
-        return self.head(x.mean(dim=(-2, -1)))
+            x = F.avg_pool2d(F.relu(bn(conv(x))), 2)  # three times
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1)
+        return self.head(self.features(x).mean(dim=(-2, -1)))
