@@ -287,9 +287,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             break
         started, sums, samples = time.perf_counter(), {}, 0
         recent = collections.deque(maxlen=config.bn_recalibration_batches)  # for the BatchNorm statistics
-        # seeded by (seed, epoch, rank): a resumed or restarted epoch draws the same augmentations
-        seed = np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0]
-        draws = torch.Generator().manual_seed(int(seed))
+        if config.augment:  # seeded by (seed, epoch, rank): a resumed epoch draws the same augmentations
+            seed = np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0]
+            draws = torch.Generator().manual_seed(int(seed))
         for batch in _batches(
             train_shard,
             config.per_worker_batch(),
