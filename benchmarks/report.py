@@ -45,11 +45,15 @@ def _train_step(r: dict) -> list[str]:
 
 
 def _train_speed(r: dict) -> list[str]:
+    losses = r.get("g_total_by_epoch", {})
+    same = bool(losses) and losses["bare"] == losses["ray"]
+    batches = "the same batches: every epoch's mean loss equal" if same else "epoch losses differ"
     return [
         f"| Ray Train, one worker, vs the bare loop ({r['input']}) | {r['ray_samples_per_second']:.2f} vs "
         f"{r['bare_samples_per_second']:.2f} samples/s: **{r['ray_over_bare']:.2f}** of the bare loop "
         f"(goal {r['goal_ratio']}; both: each epoch's samples over its wall time, median over the epochs "
-        f"after the first, the bare loop run before and after Ray Train) |"
+        f"after the first, the bare loop run before and after Ray Train; "
+        f"{batches}) |"
     ]
 
 
@@ -118,6 +122,12 @@ def _batch_fuse(r: dict) -> list[str]:
 SECTIONS: list[tuple[str, str, Callable[[dict], list[str]], str]] = [
     ("train_step_speed", "Training step", _train_step, "python benchmarks/train_step_speed.py"),
     ("train_speed", "Training under Ray Train", _train_speed, "python benchmarks/train_speed.py"),
+    (
+        "train_speed_reproduce",
+        "Training under Ray Train, the reproduction's step",
+        _train_speed,
+        "python benchmarks/train_speed.py --batch 16 --patch 240 --adversarial 0 --steps 12 --epochs 4 --tag reproduce",
+    ),
     ("train_input", "Training input", _train_input, "python benchmarks/train_input.py"),
     ("fuse_speed", "Fusion", _fuse, "python benchmarks/fuse_speed.py"),
     ("metric_speed", "Metrics", _metrics, "python benchmarks/metric_speed.py"),
