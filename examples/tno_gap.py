@@ -12,6 +12,10 @@ one's best generator is the one scored):
    night scenes): does the statistics' source move TNO?
 3. The parameter average of the generators of all the checkpoints given (e.g. the last two
    epochs a run keeps), statistics re-estimated as in 2: does weight averaging move TNO?
+4. The fusion head's first frequency selection: the mean gain of each band on 8 TNO crops, for
+   this generator and the release's; then this generator's highest-band gate raised towards
+   the release's gain (bias + 0.25, + 0.5), scored on TNO: is that gain what softens texture?
+   Beside it, the mean spatial frequency (our SF metric) of the IR images of RoadScene and TNO.
 
 Writes benchmarks/results/tno_gap.json. About a minute on 2 CPUs.
 
@@ -32,9 +36,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import SHARED, write_result  # noqa: E402
 
+from dwsfusion.checkpoints import load_generator  # noqa: E402
 from dwsfusion.color import read_luma_u8  # noqa: E402
 from dwsfusion.evaluate import evaluate_generator, score_fused  # noqa: E402
 from dwsfusion.fuse import fuse_pair  # noqa: E402
+from dwsfusion.metrics import compute_metrics  # noqa: E402
 from dwsfusion.model import Generator, GeneratorConfig  # noqa: E402
 from dwsfusion.pairs import find_pairs, images_by_stem  # noqa: E402
 from dwsfusion.quicktrain import random_patches  # noqa: E402
@@ -53,6 +59,18 @@ def _generator(state: dict, weights: dict) -> Generator:
 def _tno_means(generator: Generator, pairs) -> dict[str, float]:
     evaluation = evaluate_generator(generator.eval(), pairs, HEADLINE, progress=False)
     return {k: round(v[0], 4) for k, v in evaluation.summary().items()}
+
+
+def _band_gains(generator: Generator, ir: torch.Tensor, vi: torch.Tensor) -> list[float]:
+    """Mean gain 2*sigmoid(gate) of each band (highest first) of the fusion head's first
+    frequency selection, in eval mode."""
+    selection = generator.fusion.conv_in.freq_select
+    seen = []
+    hook = selection.register_forward_hook(lambda module, inputs, out: seen.append(module.band_gains(inputs[0])))
+    with torch.no_grad():
+        generator.eval().fuse(ir, vi)
+    hook.remove()
+    return [round(float(g), 3) for g in seen[0].mean(dim=(0, 2, 3))]
 
 
 def main() -> None:
@@ -110,8 +128,25 @@ def main() -> None:
     for key, value in last["best"]["generator"].items():
         stack = [s["nets"]["generator"][key] for s in states]
         averaged[key] = torch.stack(stack).double().mean(0).to(value.dtype) if value.is_floating_point() else value
-    generator = _generator(last, averaged)
-    recalibrate_batchnorm(generator, crops)
+    averaged_generator = _generator(last, averaged)
+    recalibrate_batchnorm(averaged_generator, crops)
+    crops_tno = [(read_luma_u8(p.ir)[:224, :224], read_luma_u8(p.vi)[:224, :224]) for p in pairs[:8]]
+    ir, vi = (torch.from_numpy(np.stack(planes)).float().div(255)[:, None] for planes in zip(*crops_tno, strict=True))
+    release = load_generator(SHARED / "official" / "dwsfusion_official_generator.pth")
+    gains = {"release": _band_gains(release, ir, vi), "trained": _band_gains(trained, ir, vi)}
+    raised = {}
+    for delta in (0.25, 0.5):
+        generator = _generator(last, last["best"]["generator"])
+        with torch.no_grad():
+            generator.fusion.conv_in.freq_select.gates[0].bias += delta
+        raised[f"bias_plus_{delta}"] = {"gains": _band_gains(generator, ir, vi), "tno": _tno_means(generator, pairs)}
+    ir_spatial_frequency = {
+        name: float(np.mean([compute_metrics(ir, ir, ir, ("SF",))["SF"] for ir in map(read_luma_u8, images)]))
+        for name, images in (
+            ("RoadScene", sorted((roadscene / "ir").iterdir())),
+            ("TNO", [pair.ir for pair in pairs]),
+        )
+    }
     result = {
         "checkpoints": folders,
         "epochs": [s["epoch"] for s in states],
@@ -119,10 +154,14 @@ def main() -> None:
         "tno_means_trained": _tno_means(trained, pairs),
         "per_image": rows,
         "tno_means_batchnorm_statistics_from": statistics,
-        "tno_means_parameter_average": _tno_means(generator, pairs),
+        "tno_means_parameter_average": _tno_means(averaged_generator, pairs),
+        "fusion_head_band_gains_highest_first": gains,
+        "highest_band_gate_raised": raised,
+        "mean_ir_spatial_frequency": ir_spatial_frequency,
     }
-    for key in ("tno_means_trained", "tno_means_batchnorm_statistics_from", "tno_means_parameter_average"):
-        print(key, result[key])
+    for key, value in result.items():
+        if key.startswith(("tno_means", "fusion_head", "highest_band", "mean_ir")):
+            print(key, value)
     write_result("tno_gap", result, echo=False)
 
 

@@ -87,12 +87,15 @@ class FrequencySelection(nn.Module):
             nn.init.zeros_(gate.weight)
             nn.init.zeros_(gate.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same; C = 1: see _for_input
-        h, w = x.shape[-2:]
-        # All gates in one convolution: (B, n_bands, H, W).
+    def band_gains(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, n_bands, H, W), highest first
+        """Per-pixel gain 2*sigmoid(gate_f(x)) of each band, all gates in one convolution."""
         weights = _for_input(torch.cat([g.weight for g in self.gates]), x)
         biases = torch.cat([g.bias for g in self.gates])
-        gains = (2 * torch.sigmoid(conv2d(x, weights, biases, padding=1))).split(1, dim=1)
+        return 2 * torch.sigmoid(conv2d(x, weights, biases, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same; C = 1: see _for_input
+        h, w = x.shape[-2:]
+        gains = self.band_gains(x).split(1, dim=1)
         masks = [_rfft_band_mask(h, w, f, str(x.device)) for f in self.factors]
         # rfft2 as rfft along W, then an FFT along H of the columns some band keeps only.
         kept = max(m.shape[1] for m in masks)
