@@ -10,8 +10,9 @@ per-epoch validation). Both figures are the same statistic: each epoch's samples
 time, median over the epochs after the first; the bare loop runs before and after Ray Train,
 both sets counted, to bracket the drift of a shared machine. Each epoch's mean generator loss is
 recorded for both: equal losses show equal batches. (Until 2026-11-27 the bare loop cycled a
-fixed dozen batches while Ray's read the whole stream, so the two trained apart; a trained
-generator's step costs more than a fresh one's: its dilations spread over more integer levels.)
+fixed dozen batches while Ray's read the whole stream, so the two trained apart; and a step's
+cost depends on the weights: as training spreads the per-pixel dilations over more integer
+levels, the adaptive convolutions read more slices, or fall back to ``grid_sample``.)
 ``--adversarial 0 --batch 16 --patch 240`` is the reproduction's generator-only step.
 Patches: ../shared RoadScene when present, else generated scenes.
 Writes benchmarks/results/train_speed.json (with ``--tag T``: train_speed_T.json).
@@ -40,11 +41,9 @@ from dwsfusion.step import build_networks, build_optimizers, train_step
 def bare_epochs(train_data, config, epochs: int, weights: LossWeights) -> list[dict]:
     """The bare loop on the batches Ray Train's worker reads: the same dataset, batch size,
     shuffle buffer and per-epoch seed (``pipelines.train._batches``), from the same seeded
-    networks, so both loops follow the same trajectory. (A trained generator's per-pixel
-    dilations spread over more integer levels, and each level costs slices: the step's time
-    depends on where training is, not only on the batch shape.) Each epoch: samples over
-    its wall time (reading the batches included, as in Ray's figure) and its mean generator
-    loss, which shows that the two loops saw the same batches."""
+    networks, so both loops follow the same trajectory. Each epoch: samples over its wall time
+    (reading the batches included, as in Ray's figure) and its mean generator loss, which shows
+    that the two loops saw the same batches."""
     torch.manual_seed(config.seed)
     nets = build_networks()
     opts = build_optimizers(nets, config.lr_g, config.lr_d)
