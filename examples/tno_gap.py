@@ -1,4 +1,4 @@
-"""Where a trained generator loses to the release on TNO, and two cheap remedies that do not help:
+"""Where a trained generator loses to the release on TNO, and cheap remedies that do not help:
 the measurements behind docs/fidelity.md's "where the VIF gap is".
 
 For the training checkpoints given (``dwsfusion train``'s checkpoint folders of one run, the last
