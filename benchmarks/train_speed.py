@@ -39,21 +39,22 @@ from dwsfusion.step import build_networks, build_optimizers, train_step
 
 
 def bare_epochs(train_data, config, epochs: int, weights: LossWeights) -> list[dict]:
-    """The bare loop on the batches Ray Train's worker reads: the same dataset, batch size,
-    shuffle buffer and per-epoch seed (``pipelines.train._batches``), from the same seeded
-    networks, so both loops follow the same trajectory. Each epoch: samples over its wall time
-    (reading the batches included, as in Ray's figure) and its mean generator loss, which shows
-    that the two loops saw the same batches."""
+    """The bare loop on the batches Ray Train's worker reads: the same dataset, read by the
+    worker's own ``_batches`` and ``_to_images`` with its batch size, shuffle buffer and
+    per-epoch seed, from the same seeded networks, so both loops follow the same trajectory.
+    Each epoch: samples over its wall time (reading the batches included, as in Ray's figure)
+    and its mean generator loss, which shows that the two loops saw the same batches."""
+    from pipelines.train import _batches, _to_images  # the worker's own batching, so the batches are the same
+
     torch.manual_seed(config.seed)
     nets = build_networks()
     opts = build_optimizers(nets, config.lr_g, config.lr_d)
     rows = []
     for epoch in range(epochs):
         started, samples, loss = time.perf_counter(), 0, 0.0
-        kwargs = {"local_shuffle_buffer_size": config.shuffle_buffer, "local_shuffle_seed": config.seed + epoch}
-        batches = train_data.iter_torch_batches(batch_size=config.batch_size, drop_last=True, **kwargs)
-        for _, batch in zip(range(config.max_steps_per_epoch), batches, strict=False):
-            ir, vi = (batch[k].float().div(255).unsqueeze(1) for k in ("ir", "vi"))
+        seed, limit = config.seed + epoch, config.max_steps_per_epoch
+        for batch in _batches(train_data, config.per_worker_batch(), seed, config.shuffle_buffer, limit):
+            ir, vi = _to_images(batch, torch.device("cpu"), config.channels_last)
             loss += train_step(nets, opts, ir, vi, weights)["g_total"] * ir.shape[0]
             samples += ir.shape[0]
         rows.append({"samples_per_second": samples / (time.perf_counter() - started), "g_total": loss / samples})
