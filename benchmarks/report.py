@@ -31,14 +31,16 @@ def _machine(result: dict) -> str:
 
 
 def _train_step(r: dict) -> list[str]:
+    timed = f"median of {r['timed_steps_per_run'] * r['rounds']} steps per tree, {r['rounds']} alternating runs"
     rows = []
     for shape, f in r["results"].items():
         g, d = f["relative_gradient_difference_generator"], f["relative_gradient_difference_d_ir"]
         rows.append(
             f"| bare `train_step`, {shape.replace('batch', 'batch ').replace('_', ' at ')}² | "
             f"**{f['seconds_per_step_current']:.2f} s** vs {f['seconds_per_step_baseline']:.2f} s at commit "
-            f"{r['baseline']}: **{f['speedup']:.2f}×** (goal {r['goal_speedup']}×); first batch's losses within "
-            f"{f['max_relative_loss_difference']:.0e}, gradients within {g:.0e} (G) and {d:.0e} "
+            f"{r['baseline']} ({timed}): **{f['speedup']:.2f}×** (goal {r['goal_speedup']}×); "
+            f"first batch's losses within {f['max_relative_loss_difference']:.0e}, "
+            f"gradients within {g:.0e} (G) and {d:.0e} "
             "(D, through the penalty's double backward) relative |"
         )
     return rows
@@ -210,7 +212,10 @@ def reproduction() -> str:
         return "Not run yet.\n"
     means = r["tno_means"]
     columns = ("trained", "release", "mean", "max")
+    prep = r.get("prep", {"patch_size": 240, "stride": 24, "scale": 1.0})  # older records: the first recipe
+    resized = f"resized by {prep['scale']:g}, " if prep["scale"] != 1.0 else ""
     lines = [
+        f"Trained on the RoadScene pairs ({resized}{prep['patch_size']}² patches, stride {prep['stride']}); "
         f"TNO, 25 pairs, our metric suite; {r['steps']} training steps in {r['epochs']} epochs (best: epoch "
         f"{r['best_epoch']}; learning rates {', '.join(f'{lr:g}' for lr in r['learning_rates'])}), "
         f"{r['wall_s'] / 60:.0f} min on {_machine(r)}:",

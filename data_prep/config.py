@@ -16,6 +16,12 @@ class PrepSettings(BaseModel):
     stride: int = Field(160, ge=1, description="step of the patch grid (MSRS 640x480: 2 x 3 patches at 192/160)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the source images held out for validation")
     seed: int = Field(0, description="seed of the train/val split")
+    scale: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="resize every pair by this factor before cutting patches (the release trained on half-size MSRS)",
+    )
     pairs_per_task: int = Field(64, ge=1, description="pairs per Ray task and per Parquet shard")
 
     @field_validator("patch_size")
@@ -29,8 +35,10 @@ class PrepSettings(BaseModel):
         return value
 
     def identity(self) -> dict:
-        """What determines the output (the source's identity is its checksums, not its path)."""
-        return self.model_dump(include={"patch_size", "stride", "val_fraction", "seed"})
+        """What determines the output (the source's identity is its checksums, not its path).
+        ``scale`` counts only when set, so data prepared before it existed keeps its key."""
+        fields = {"patch_size", "stride", "val_fraction", "seed"} | ({"scale"} if self.scale != 1.0 else set())
+        return self.model_dump(include=fields)
 
 
 class PrepConfig(PrepSettings):

@@ -32,7 +32,7 @@ from dwsfusion.color import ImageError, read_luma_u8
 
 from .config import PrepConfig
 from .manifest import MANIFEST, MANIFEST_VERSION, filesystem, read_json, write_json
-from .patches import grid_positions, pair_problem, patch_views
+from .patches import grid_positions, pair_problem, patch_views, rescale
 from .sources import SourcePair, assign_splits, discover, fingerprint
 
 RUN_KEY = re.compile(r"^[0-9a-f]{16}$")
@@ -47,15 +47,21 @@ class PrepResult:
     rejected: list[dict]
 
 
-def extract_batch(batch: dict, patch: int, stride: int, report_dir: str, out_uri: str) -> pa.Table:
+def extract_batch(batch: dict, patch: int, stride: int, report_dir: str, out_uri: str, scale: float = 1.0) -> pa.Table:
     """Ray Data UDF: a batch of pairs -> patch rows; writes the batch's per-pair report.
-    A bad pair becomes a report entry with its reason, never an exception."""
+    A bad pair becomes a report entry with its reason, never an exception. With ``scale`` the
+    pairs are resized first (patch positions and the reported size are then the resized ones)."""
     stems, ys, xs, irs, vis, report = [], [], [], [], [], []
     for stem, ir_path, vi_path in zip(batch["stem"], batch["ir"], batch["vi"], strict=True):
         entry = {"stem": str(stem), "files": [str(ir_path), str(vi_path)]}
         try:
             ir, vi = read_luma_u8(str(ir_path)), read_luma_u8(str(vi_path))
-            problem = pair_problem(ir, vi, patch)
+            problem = pair_problem(ir, vi, 1)  # as read: sizes must match before resizing
+            if not problem:
+                ir, vi = rescale(ir, scale), rescale(vi, scale)
+                problem = pair_problem(ir, vi, patch)
+                if problem and scale != 1.0:
+                    problem += f" (after resizing by {scale:g})"
         except ImageError as exc:
             problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - report anything else with its type, keep going
@@ -120,6 +126,7 @@ def _run_split(config: PrepConfig, pairs: list[SourcePair], split_dir: str, fs: 
         fn_kwargs={
             "patch": config.patch_size,
             "stride": config.stride,
+            "scale": config.scale,
             "report_dir": f"{split_dir}/_reports",
             "out_uri": config.out,
         },

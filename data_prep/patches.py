@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -22,6 +23,15 @@ def patch_count(height: int, width: int, patch: int, stride: int) -> int:
 def patch_views(image: np.ndarray, positions: list[tuple[int, int]], patch: int) -> list[np.ndarray]:
     """(H, W) image -> views (patch, patch) at ``positions`` (no copy; ``np.stack`` copies once)."""
     return [image[y : y + patch, x : x + patch] for y, x in positions]
+
+
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W) uint8 -> (round(H * scale), round(W * scale)); area averaging when shrinking (no
+    aliasing), bicubic when enlarging. ``scale`` 1 returns the image itself."""
+    if scale == 1.0:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))  # OpenCV: (W, H)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
 def pair_problem(ir: np.ndarray, vi: np.ndarray, patch: int) -> str | None:

@@ -4,12 +4,14 @@ batch 16), scored on the 25 TNO pairs every ``--every`` steps twice: with the Ba
 statistics training left, and with them re-estimated on the fusion path
 (``dwsfusion.step.recalibrate_batchnorm``, 20 training batches). Switches: ``--adversarial``
 (the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
-there), ``--init`` (continue from a probe checkpoint, its optimiser states included).
+there), ``--init`` (continue from a probe checkpoint, its optimiser states included), ``--patch``
+(crop side) and ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does).
 
 Writes benchmarks/results/recipe_probe_<name>.json (the TNO means per evaluation) and a
 checkpoint per evaluation under --work. The findings in docs/fidelity.md come from these runs.
 
 Run: python examples/recipe_probe.py --name constant_lr [--steps 600 --every 100 --adversarial 0.1]
+     python examples/recipe_probe.py --name scale_0.6 --steps 400 --every 200 --adversarial 0 --patch 176 --scale 0.6
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import SHARED, write_result  # noqa: E402
 
+from data_prep.patches import rescale  # noqa: E402
 from dwsfusion.color import read_luma_u8  # noqa: E402
 from dwsfusion.evaluate import evaluate_generator  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
@@ -48,14 +51,17 @@ def main() -> None:
     parser.add_argument("--adversarial", type=float, default=0.1)
     parser.add_argument("--decay-at", type=int, nargs="*", default=[])
     parser.add_argument("--init", help="a checkpoint this script wrote (continues from its step)")
+    parser.add_argument("--patch", type=int, default=240, help="crop side (> 160 for MS-SSIM)")
+    parser.add_argument("--scale", type=float, default=1.0, help="resize the training pairs by this factor first")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
     args = parser.parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
     if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir():
         raise SystemExit(f"{SHARED}/data/RoadScene and TNO are needed")
-    patch, batch = 240, 16
+    patch, batch = args.patch, 16
     sources = [
-        (read_luma_u8(ir), read_luma_u8(roadscene / "vi" / ir.name)) for ir in sorted((roadscene / "ir").iterdir())
+        (rescale(read_luma_u8(ir), args.scale), rescale(read_luma_u8(roadscene / "vi" / ir.name), args.scale))
+        for ir in sorted((roadscene / "ir").iterdir())
     ]
     sources = [(a, b) for a, b in sources if min(a.shape) >= patch]
     tno_pairs, _ = find_pairs(tno / "ir", tno / "vi")
@@ -115,7 +121,8 @@ def main() -> None:
     write_result(
         f"recipe_probe_{args.name}",
         {
-            "recipe": f"train_step, RoadScene random {patch}x{patch} crops, batch {batch}, lr {args.lr}, "
+            "recipe": f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
+            f"lr {args.lr}, "
             f"adversarial {args.adversarial}, decay at {args.decay_at}, from {args.init or 'scratch'}",
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,

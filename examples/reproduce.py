@@ -39,7 +39,7 @@ from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.quickstart import comparison_table, write_baselines  # noqa: E402
 from pipelines.train import load_train_state  # noqa: E402
 
-PATCH, STRIDE = 240, 24
+PATCH, STRIDE, SCALE = 240, 24, 1.0
 HEADLINE = ("Qabf", "VIF", "SSIM")  # the bar: each at least 0.95 x the release's
 
 
@@ -60,6 +60,10 @@ def _dwsfusion(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "reproduce", help="prep, training, fused images")
+    parser.add_argument("--patch-size", type=int, default=PATCH, help="training patch side (prep)")
+    parser.add_argument("--stride", type=int, default=STRIDE, help="patch grid step (prep)")
+    parser.add_argument("--scale", type=float, default=SCALE, help="resize the RoadScene pairs first (prep)")
+    parser.add_argument("--tag", help="write benchmarks/results/reproduce_tno_<tag>.json instead")
     parser.add_argument("overrides", nargs="*", help="key=value for configs/reproduce.yaml (e.g. epochs=2)")
     args = parser.parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
@@ -69,7 +73,8 @@ def main() -> None:
     started = time.perf_counter()
 
     patches = work / "patches"
-    prep = ["--patch-size", str(PATCH), "--stride", str(STRIDE), "--val-fraction", "0.1", "--quiet"]
+    prep = ["--patch-size", str(args.patch_size), "--stride", str(args.stride), "--scale", str(args.scale)]
+    prep += ["--val-fraction", "0.1", "--quiet"]
     _dwsfusion("prep", "--source", str(roadscene), "--out", str(patches), *prep)
     run = [f"data={patches}", f"storage_path={work / 'train'}", f"mlflow_tracking_uri=sqlite:///{work / 'mlflow.db'}"]
     resume = ["--resume"] if (work / "train" / "reproduce").exists() else []
@@ -93,10 +98,13 @@ def main() -> None:
     print(f"\nTNO, 25 pairs (trained: best of {len(state['history'])} epochs, epoch {state['best']['epoch']})")
     print(table)
     print("trained / release: " + "  ".join(f"{k} {r:.3f}" for k, r in ratios.items()))
+    resized = f"resized by {args.scale:g}, " if args.scale != 1.0 else ""
+    patches = f"{args.patch_size}x{args.patch_size} patches, stride {args.stride}"
     write_result(
-        "reproduce_tno",
+        "reproduce_tno" + (f"_{args.tag}" if args.tag else ""),
         {
-            "train_source": f"{roadscene} (50 pairs; {PATCH}x{PATCH} patches, stride {STRIDE}, 10 % of images for val)",
+            "train_source": f"{roadscene} (50 pairs; {resized}{patches}, 10 % of images for val)",
+            "prep": {"patch_size": args.patch_size, "stride": args.stride, "scale": args.scale, "val_fraction": 0.1},
             "test_source": f"{tno} (25 pairs, never trained on)",
             "config": "configs/reproduce.yaml" + (f" with {' '.join(args.overrides)}" if args.overrides else ""),
             "steps": int(sum(h.get("train_steps", 0) for h in state["history"])),

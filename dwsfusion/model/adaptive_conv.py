@@ -227,11 +227,16 @@ class _DilatedTaps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, planes, weights, mask, levels, origin, h, w, reduce):  # noqa: ANN001 (autograd)
         b, _, c = planes.shape[:3]
-        out = planes.new_zeros((b, c, h, w) if reduce else (b, 9, c, h, w))
+        # Every slot is written before it is read (the first tap's product starts the sum;
+        # each tap fills its own slice), so nothing needs zero-filling first.
+        out = planes.new_empty((b, c, h, w) if reduce else (b, 9, c, h, w))
         for k, tap in _each_tap(planes, weights, levels, origin, h, w):
-            torch.addcmul(out, tap, mask[:, k : k + 1], out=out) if reduce else torch.mul(
-                tap, mask[:, k : k + 1], out=out[:, k]
-            )
+            if not reduce:
+                torch.mul(tap, mask[:, k : k + 1], out=out[:, k])
+            elif k == 0:
+                torch.mul(tap, mask[:, :1], out=out)
+            else:
+                out.addcmul_(tap, mask[:, k : k + 1])
         ctx.save_for_backward(planes, weights, mask)
         ctx.geometry = (levels, origin, h, w, reduce)
         return out
@@ -243,11 +248,13 @@ class _DilatedTaps(torch.autograd.Function):
         levels, origin, h, w, reduce = ctx.geometry
         grad_planes = torch.zeros_like(planes) if ctx.needs_input_grad[0] else None
         grad_weights = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
-        grad_mask = torch.zeros_like(mask) if ctx.needs_input_grad[2] else None
+        grad_mask = torch.empty_like(mask) if ctx.needs_input_grad[2] else None  # each tap fills its own
         for k, tap in _each_tap(planes, weights, levels, origin, h, w):
             grad = grad_out if reduce else grad_out[:, k]  # (B, C, H, W)
-            if grad_mask is not None:
-                _add_channel_dot(grad_mask[:, k], grad, tap)
+            if grad_mask is not None and tap.shape[1] == 1:
+                torch.mul(grad[:, 0], tap[:, 0], out=grad_mask[:, k])
+            elif grad_mask is not None:
+                torch.sum(grad * tap, dim=1, out=grad_mask[:, k])
             grad_tap = grad * mask[:, k : k + 1]
             for _, li, oy, ox, kind in _reads_of(k, levels):
                 if kind is None:  # the centre tap: weight 1 at every dilation

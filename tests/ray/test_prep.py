@@ -11,7 +11,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from data_prep import PrepConfig, load_manifest, patch_arrays, read_patches, run_prep, shard_uris  # noqa: E402
-from data_prep.patches import patch_count  # noqa: E402
+from data_prep.patches import patch_count, rescale  # noqa: E402
 from dwsfusion.color import read_luma_u8, write_image  # noqa: E402
 from dwsfusion.samples import write_samples  # noqa: E402
 
@@ -144,3 +144,27 @@ def test_same_sources_give_the_same_shards_and_torch_batches(prepared, tmp_path)
     batch = next(iter(read_patches(config.out, "train").iter_torch_batches(batch_size=4)))
     assert batch["ir"].shape == (4, PATCH, PATCH) and str(batch["ir"].dtype) == "torch.uint8"
     shutil.rmtree(tmp_path / "again")
+
+
+def test_scaled_prep_cuts_patches_from_the_resized_pairs(prepared, tmp_path):
+    config, plain = prepared
+    scaled = PrepConfig(**{**config.__dict__, "out": str(tmp_path / "scaled"), "scale": 0.75})
+    result = run_prep(scaled, log=lambda *_: None)
+    assert result.run_key != plain.run_key
+    manifest = load_manifest(scaled.out)
+    assert manifest["config"]["scale"] == 0.75
+    sources = {s["stem"]: s for s in manifest["sources"]}
+    for source in sources.values():  # sizes and patch grids are the resized ones
+        height, width = read_luma_u8(source["ir"]).shape
+        assert (source["height"], source["width"]) == (round(height * 0.75), round(width * 0.75))
+        assert source["patches"] == patch_count(source["height"], source["width"], PATCH, STRIDE)
+    for row in _rows(scaled.out, "train")[::3]:
+        src = sources[row["stem"]]
+        ir, vi = rescale(read_luma_u8(src["ir"]), 0.75), rescale(read_luma_u8(src["vi"]), 0.75)
+        y, x = row["y"], row["x"]
+        np.testing.assert_array_equal(np.asarray(row["ir"]), ir[y : y + PATCH, x : x + PATCH])
+        np.testing.assert_array_equal(np.asarray(row["vi"]), vi[y : y + PATCH, x : x + PATCH])
+    reasons = {r["stem"]: r["reason"] for r in result.rejected}
+    assert "size mismatch" in reasons["bad_size"] and "241" in reasons["bad_size"]  # sizes as read
+    assert "(after resizing by 0.75)" in reasons["bad_small"]
+    shutil.rmtree(tmp_path / "scaled")

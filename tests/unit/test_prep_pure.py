@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_prep.config import PrepConfig
-from data_prep.patches import grid_positions, pair_problem, patch_count, patch_views
+from data_prep.patches import grid_positions, pair_problem, patch_count, patch_views, rescale
 from data_prep.sources import SourcePair, assign_splits
 
 
@@ -52,3 +52,23 @@ def test_split_is_by_image_deterministic_and_disjoint():
     assert {p.stem for p in assign_splits(pairs, 0.25, seed=4) if p.split == "val"} != {
         s for s, v in splits.items() if v == "val"
     }
+
+
+def test_rescale_sizes_and_averages():
+    image = np.random.default_rng(0).integers(0, 255, (351, 421), dtype=np.uint8)
+    assert rescale(image, 1.0) is image
+    half = rescale(image, 0.5)
+    assert half.shape == (176, 210) and half.dtype == np.uint8  # round(175.5) = 176, round(210.5) = 210
+    # Area averaging: a 2x2 block of the source becomes its mean (up to rounding).
+    even = image[:350, :420]
+    expected = even.reshape(175, 2, 210, 2).mean(axis=(1, 3))
+    assert np.abs(rescale(even, 0.5).astype(float) - expected).max() <= 0.5
+    assert rescale(image, 1.5).shape == (526, 632)
+
+
+def test_scale_enters_the_identity_only_when_set():
+    plain = PrepConfig(source="s", out="o")
+    assert "scale" not in plain.identity()  # data prepared before the option keep their run key
+    assert PrepConfig(source="s", out="o", scale=0.5).identity()["scale"] == 0.5
+    with pytest.raises(ValueError):
+        PrepConfig(source="s", out="o", scale=0)
