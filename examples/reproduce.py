@@ -99,11 +99,11 @@ def main() -> None:
     print(table)
     print("trained / release: " + "  ".join(f"{k} {r:.3f}" for k, r in ratios.items()))
     resized = f"resized by {args.scale:g}, " if args.scale != 1.0 else ""
-    patches = f"{args.patch_size}x{args.patch_size} patches, stride {args.stride}"
+    grid = f"{args.patch_size}x{args.patch_size} patches, stride {args.stride}"
     write_result(
         "reproduce_tno" + (f"_{args.tag}" if args.tag else ""),
         {
-            "train_source": f"{roadscene} (50 pairs; {resized}{patches}, 10 % of images for val)",
+            "train_source": f"{roadscene} (50 pairs; {resized}{grid}, 10 % of images for val)",
             "prep": {"patch_size": args.patch_size, "stride": args.stride, "scale": args.scale, "val_fraction": 0.1},
             "test_source": f"{tno} (25 pairs, never trained on)",
             "config": "configs/reproduce.yaml" + (f" with {' '.join(args.overrides)}" if args.overrides else ""),
