@@ -56,12 +56,12 @@ def extract_batch(batch: dict, patch: int, stride: int, report_dir: str, out_uri
         entry = {"stem": str(stem), "files": [str(ir_path), str(vi_path)]}
         try:
             ir, vi = read_luma_u8(str(ir_path)), read_luma_u8(str(vi_path))
-            problem = pair_problem(ir, vi, 1)  # as read: sizes must match before resizing
-            if not problem:
+            resized = scale != 1.0 and ir.shape == vi.shape  # a size mismatch is reported as read
+            if resized:
                 ir, vi = rescale(ir, scale), rescale(vi, scale)
-                problem = pair_problem(ir, vi, patch)
-                if problem and scale != 1.0:
-                    problem += f" (after resizing by {scale:g})"
+            problem = pair_problem(ir, vi, patch)  # one validation pass, on the pixels training sees
+            if problem and resized:
+                problem += f" (after resizing by {scale:g})"
         except ImageError as exc:
             problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - report anything else with its type, keep going
