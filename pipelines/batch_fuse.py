@@ -267,7 +267,9 @@ def _run_actors(job: FuseJob, model: dict, todo: list[ImagePair], out_dir: Path,
             "verbose": runtime.VERBOSE,
         },
         batch_size=job.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        # All the actors asked for start at once (an autoscaling pool would start one and add the
+        # rest only once a backlog builds); the pool may shrink to one when a node is lost.
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
         num_cpus=job.cpus_per_actor,
         num_gpus=job.gpus_per_actor,
     )
