@@ -251,10 +251,8 @@ class _DilatedTaps(torch.autograd.Function):
         grad_mask = torch.empty_like(mask) if ctx.needs_input_grad[2] else None  # each tap fills its own
         for k, tap in _each_tap(planes, weights, levels, origin, h, w):
             grad = grad_out if reduce else grad_out[:, k]  # (B, C, H, W)
-            if grad_mask is not None and tap.shape[1] == 1:
-                torch.mul(grad[:, 0], tap[:, 0], out=grad_mask[:, k])
-            elif grad_mask is not None:
-                torch.sum(grad * tap, dim=1, out=grad_mask[:, k])
+            if grad_mask is not None:
+                _channel_dot(grad_mask[:, k], grad, tap, accumulate=False)
             grad_tap = grad * mask[:, k : k + 1]
             for _, li, oy, ox, kind in _reads_of(k, levels):
                 if kind is None:  # the centre tap: weight 1 at every dilation
@@ -266,17 +264,23 @@ class _DilatedTaps(torch.autograd.Function):
                     target.addcmul_(grad_tap, weights[:, li, kind].unsqueeze(1))
                 if grad_weights is not None:
                     source = _window(planes, k, oy, ox, origin, h, w)
-                    _add_channel_dot(grad_weights[:, li, kind], grad_tap, source)
+                    _channel_dot(grad_weights[:, li, kind], grad_tap, source)
         return grad_planes, grad_weights, grad_mask, None, None, None, None, None
 
 
-def _add_channel_dot(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """target (B, H, W) += sum over channels of a * b, (B, C, H, W); in place for one channel
-    (a sum over a single channel would allocate, fill and copy)."""
+def _channel_dot(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool = True) -> None:
+    """target (B, H, W) += (or, without ``accumulate``, =) the sum over channels of a * b,
+    (B, C, H, W); in place for one channel (a sum over a single channel would allocate, fill and
+    copy)."""
     if a.shape[1] == 1:
-        target.addcmul_(a[:, 0], b[:, 0])
-    else:
+        if accumulate:
+            target.addcmul_(a[:, 0], b[:, 0])
+        else:
+            torch.mul(a[:, 0], b[:, 0], out=target)
+    elif accumulate:
         target += (a * b).sum(dim=1)
+    else:
+        torch.sum(a * b, dim=1, out=target)
 
 
 def _reads_of(k: int, levels: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
