@@ -22,6 +22,10 @@ class PrepSettings(BaseModel):
         le=4,
         description="resize every pair by this factor before cutting patches (the release trained on half-size MSRS)",
     )
+    fit_patch: bool = Field(
+        False,
+        description="a pair that --scale would shrink below the patch is shrunk only to the patch's side, not rejected",
+    )
     pairs_per_task: int = Field(64, ge=1, description="pairs per Ray task and per Parquet shard")
 
     @field_validator("patch_size")
@@ -36,8 +40,10 @@ class PrepSettings(BaseModel):
 
     def identity(self) -> dict:
         """What determines the output (the source's identity is its checksums, not its path).
-        ``scale`` counts only when set, so data prepared before it existed keeps its key."""
-        fields = {"patch_size", "stride", "val_fraction", "seed"} | ({"scale"} if self.scale != 1.0 else set())
+        ``scale`` and ``fit_patch`` count only when set, so data prepared before they existed
+        keeps its key."""
+        fields = {"patch_size", "stride", "val_fraction", "seed"}
+        fields |= {name for name, unset in (("scale", 1.0), ("fit_patch", False)) if getattr(self, name) != unset}
         return self.model_dump(include=fields)
 
 

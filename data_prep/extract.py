@@ -32,7 +32,7 @@ from dwsfusion.color import ImageError, read_luma_u8
 
 from .config import PrepConfig
 from .manifest import MANIFEST, MANIFEST_VERSION, filesystem, read_json, write_json
-from .patches import grid_positions, pair_problem, patch_views, rescale
+from .patches import grid_positions, pair_problem, pair_scale, patch_views, rescale
 from .sources import SourcePair, assign_splits, discover, fingerprint
 
 RUN_KEY = re.compile(r"^[0-9a-f]{16}$")
@@ -47,21 +47,33 @@ class PrepResult:
     rejected: list[dict]
 
 
-def extract_batch(batch: dict, patch: int, stride: int, report_dir: str, out_uri: str, scale: float = 1.0) -> pa.Table:
+def extract_batch(
+    batch: dict,
+    patch: int,
+    stride: int,
+    report_dir: str,
+    out_uri: str,
+    scale: float = 1.0,
+    fit_patch: bool = False,
+) -> pa.Table:
     """Ray Data UDF: a batch of pairs -> patch rows; writes the batch's per-pair report.
     A bad pair becomes a report entry with its reason, never an exception. With ``scale`` the
-    pairs are resized first (patch positions and the reported size are then the resized ones)."""
+    pairs are resized first (patch positions and the reported size are then the resized ones;
+    ``fit_patch``: see ``pair_scale``, and the report gives a pair's own factor)."""
     stems, ys, xs, irs, vis, report = [], [], [], [], [], []
     for stem, ir_path, vi_path in zip(batch["stem"], batch["ir"], batch["vi"], strict=True):
         entry = {"stem": str(stem), "files": [str(ir_path), str(vi_path)]}
         try:
             ir, vi = read_luma_u8(str(ir_path)), read_luma_u8(str(vi_path))
-            resized = scale != 1.0 and ir.shape == vi.shape  # a size mismatch is reported as read
+            factor = pair_scale(*ir.shape, scale, patch, fit_patch)
+            resized = factor != 1.0 and ir.shape == vi.shape  # a size mismatch is reported as read
             if resized:
-                ir, vi = rescale(ir, scale), rescale(vi, scale)
+                ir, vi = rescale(ir, factor), rescale(vi, factor)
+            if factor != scale:
+                entry["scale"] = factor
             problem = pair_problem(ir, vi, patch)  # one validation pass, on the pixels training sees
             if problem and resized:
-                problem += f" (after resizing by {scale:g})"
+                problem += f" (after resizing by {factor:g})"
         except ImageError as exc:
             problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - report anything else with its type, keep going
@@ -127,6 +139,7 @@ def _run_split(config: PrepConfig, pairs: list[SourcePair], split_dir: str, fs: 
             "patch": config.patch_size,
             "stride": config.stride,
             "scale": config.scale,
+            "fit_patch": config.fit_patch,
             "report_dir": f"{split_dir}/_reports",
             "out_uri": config.out,
         },
@@ -204,7 +217,8 @@ def run_prep(config: PrepConfig, log=print) -> PrepResult:
         rejected += [{"split": split, **r} for r in reports if "reason" in r]
         for r in good:
             p = by_key[(split, r["stem"])]
-            sources.append({**asdict(p), "height": r["height"], "width": r["width"], "patches": r["patches"]})
+            sizes = {k: r[k] for k in ("height", "width", "patches", "scale") if k in r}  # scale: fit_patch's own
+            sources.append({**asdict(p), **sizes})
         counts[split] = {
             "pairs": len(good),
             "patches": sum(r["patches"] for r in good),

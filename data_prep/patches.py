@@ -34,6 +34,16 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
+def pair_scale(height: int, width: int, scale: float, patch: int, fit_patch: bool = False) -> float:
+    """The factor a ``height`` x ``width`` pair is resized by: ``scale``; with ``fit_patch``, a
+    pair that ``scale`` would shrink below the patch is shrunk only so far that its short side
+    is the patch's (never enlarged: a pair smaller than the patch stays so, and is rejected)."""
+    short = min(height, width)
+    if not fit_patch or scale >= 1.0 or round(short * scale) >= patch:
+        return scale
+    return min(1.0, patch / short)
+
+
 def pair_problem(ir: np.ndarray, vi: np.ndarray, patch: int) -> str | None:
     """Why a decoded pair (8-bit luma planes) cannot give training patches, or None."""
     if ir.shape != vi.shape:

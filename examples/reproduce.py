@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=PATCH, help="training patch side (prep)")
     parser.add_argument("--stride", type=int, default=STRIDE, help="patch grid step (prep)")
     parser.add_argument("--scale", type=float, default=SCALE, help="resize the RoadScene pairs first (prep)")
+    parser.add_argument(
+        "--fit-patch", action="store_true", help="shrink the pairs --scale would make too small only to the patch"
+    )
     parser.add_argument("--tag", help="write benchmarks/results/reproduce_tno_<tag>.json instead")
     parser.add_argument("overrides", nargs="*", help="key=value for configs/reproduce.yaml (e.g. epochs=2)")
     args = parser.parse_args()
@@ -74,7 +77,7 @@ def main() -> None:
 
     patches = work / "patches"
     prep = ["--patch-size", str(args.patch_size), "--stride", str(args.stride), "--scale", str(args.scale)]
-    prep += ["--val-fraction", "0.1", "--quiet"]
+    prep += ["--val-fraction", "0.1", "--quiet"] + (["--fit-patch"] if args.fit_patch else [])
     _dwsfusion("prep", "--source", str(roadscene), "--out", str(patches), *prep)
     run = [f"data={patches}", f"storage_path={work / 'train'}", f"mlflow_tracking_uri=sqlite:///{work / 'mlflow.db'}"]
     resume = ["--resume"] if (work / "train" / "reproduce").exists() else []
@@ -99,12 +102,19 @@ def main() -> None:
     print(table)
     print("trained / release: " + "  ".join(f"{k} {r:.3f}" for k, r in ratios.items()))
     resized = f"resized by {args.scale:g}, " if args.scale != 1.0 else ""
+    resized += "those it would make smaller than a patch only to the patch's side, " if args.fit_patch else ""
     grid = f"{args.patch_size}x{args.patch_size} patches, stride {args.stride}"
     write_result(
         "reproduce_tno" + (f"_{args.tag}" if args.tag else ""),
         {
             "train_source": f"{roadscene} (50 pairs; {resized}{grid}, 10 % of images for val)",
-            "prep": {"patch_size": args.patch_size, "stride": args.stride, "scale": args.scale, "val_fraction": 0.1},
+            "prep": {
+                "patch_size": args.patch_size,
+                "stride": args.stride,
+                "scale": args.scale,
+                "fit_patch": args.fit_patch,
+                "val_fraction": 0.1,
+            },
             "test_source": f"{tno} (25 pairs, never trained on)",
             "config": "configs/reproduce.yaml" + (f" with {' '.join(args.overrides)}" if args.overrides else ""),
             "steps": int(sum(h.get("train_steps", 0) for h in state["history"])),

@@ -168,3 +168,25 @@ def test_scaled_prep_cuts_patches_from_the_resized_pairs(prepared, tmp_path):
     assert "size mismatch" in reasons["bad_size"] and "241" in reasons["bad_size"]  # sizes as read
     assert "(after resizing by 0.75)" in reasons["bad_small"]
     shutil.rmtree(tmp_path / "scaled")
+
+
+def test_fit_patch_keeps_the_pairs_a_scale_would_make_too_small(prepared, tmp_path):
+    config, plain = prepared
+    kept = {s["stem"] for s in load_manifest(config.out)["sources"]}
+    fitted = PrepConfig(**{**config.__dict__, "out": str(tmp_path / "fitted"), "scale": 0.5, "fit_patch": True})
+    result = run_prep(fitted, log=lambda *_: None)
+    manifest = load_manifest(fitted.out)
+    assert manifest["config"]["fit_patch"] is True and result.run_key != plain.run_key
+    sources = {s["stem"]: s for s in manifest["sources"]}
+    assert set(sources) == kept  # at 0.5 every sample pair is under 161 px: each one is fitted instead
+    for source in sources.values():
+        height, width = read_luma_u8(source["ir"]).shape
+        factor = source["scale"]  # the pair's own factor, recorded
+        assert 0.5 < factor < 1 and min(source["height"], source["width"]) == PATCH
+        assert (source["height"], source["width"]) == (round(height * factor), round(width * factor))
+    row = _rows(fitted.out, "train")[0]
+    ir = rescale(read_luma_u8(sources[row["stem"]]["ir"]), sources[row["stem"]]["scale"])
+    np.testing.assert_array_equal(np.asarray(row["ir"]), ir[row["y"] : row["y"] + PATCH, row["x"] : row["x"] + PATCH])
+    reasons = {r["stem"]: r["reason"] for r in result.rejected}
+    assert reasons["bad_small"] == "150x150 is smaller than the 161px patch"  # never enlarged
+    shutil.rmtree(tmp_path / "fitted")

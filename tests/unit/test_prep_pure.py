@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_prep.config import PrepConfig
-from data_prep.patches import grid_positions, pair_problem, patch_count, patch_views, rescale
+from data_prep.patches import grid_positions, pair_problem, pair_scale, patch_count, patch_views, rescale
 from data_prep.sources import SourcePair, assign_splits
 
 
@@ -66,9 +66,23 @@ def test_rescale_sizes_and_averages():
     assert rescale(image, 1.5).shape == (526, 632)
 
 
+def test_fit_patch_shrinks_a_small_pair_only_to_the_patch():
+    assert pair_scale(400, 600, 0.6, 176) == 0.6  # large enough at 0.6
+    assert pair_scale(265, 546, 0.6, 176) == 0.6  # too small at 0.6: without fit_patch, rejected later
+    fitted = pair_scale(265, 546, 0.6, 176, fit_patch=True)
+    assert 0.6 < fitted < 1 and round(265 * fitted) == 176  # the short side becomes the patch's
+    assert rescale(np.zeros((265, 546), np.uint8), fitted).shape == (176, round(546 * fitted))
+    assert pair_scale(546, 265, 0.6, 176, fit_patch=True) == fitted  # the short side, whichever it is
+    assert pair_scale(293, 500, 0.6, 176, fit_patch=True) == 0.6  # round(175.8) = 176: fits already
+    assert pair_scale(161, 597, 0.6, 176, fit_patch=True) == 1.0  # never enlarged: still too small
+    assert pair_scale(150, 150, 1.5, 176, fit_patch=True) == 1.5  # enlarging is the user's call
+
+
 def test_scale_enters_the_identity_only_when_set():
     plain = PrepConfig(source="s", out="o")
     assert "scale" not in plain.identity()  # data prepared before the option keep their run key
+    assert "fit_patch" not in plain.identity()
     assert PrepConfig(source="s", out="o", scale=0.5).identity()["scale"] == 0.5
+    assert PrepConfig(source="s", out="o", scale=0.5, fit_patch=True).identity()["fit_patch"] is True
     with pytest.raises(ValueError):
         PrepConfig(source="s", out="o", scale=0)
