@@ -65,8 +65,9 @@ def extract_batch(
         entry = {"stem": str(stem), "files": [str(ir_path), str(vi_path)]}
         try:
             ir, vi = read_luma_u8(str(ir_path)), read_luma_u8(str(vi_path))
-            factor = pair_scale(*ir.shape, scale, patch, fit_patch)
-            resized = factor != 1.0 and ir.shape == vi.shape  # a size mismatch is reported as read
+            matched = ir.shape == vi.shape  # a size mismatch is reported as read
+            factor = pair_scale(*ir.shape, scale, patch, fit_patch) if matched else scale
+            resized = factor != 1.0 and matched
             if resized:
                 ir, vi = rescale(ir, factor), rescale(vi, factor)
             if factor != scale:

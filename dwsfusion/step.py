@@ -41,9 +41,13 @@ def build_networks(config: GeneratorConfig | None = None) -> Networks:
 
 
 def build_optimizers(nets: Networks, lr_g: float = 0.01, lr_d: float = 0.01) -> Optimizers:
-    """The release's choice: Adam for G, RMSprop for both discriminators."""
+    """The release's choice: Adam for G, RMSprop for both discriminators. Adam runs fused (one
+    kernel over all parameters) on the CPU and CUDA: the same update, and on the CPU its
+    multi-tensor form's per-step scalar conversions cost about 1 % of a step at batch 8, 176²
+    (RMSprop has no fused form)."""
+    device = next(nets.generator.parameters()).device.type
     return Optimizers(
-        torch.optim.Adam(nets.generator.parameters(), lr=lr_g),
+        torch.optim.Adam(nets.generator.parameters(), lr=lr_g, fused=True if device in ("cpu", "cuda") else None),
         torch.optim.RMSprop(nets.d_ir.parameters(), lr=lr_d),
         torch.optim.RMSprop(nets.d_vi.parameters(), lr=lr_d),
     )

@@ -202,10 +202,37 @@ def _tap_reads(levels: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int],
     return tuple(reads)
 
 
-def _window(planes: torch.Tensor, k: int, oy: int, ox: int, origin: int, h: int, w: int) -> torch.Tensor:
-    """(B, C, H, W) view of tap k's plane (shared when there is one) read at offset (oy, ox)."""
-    plane = planes[:, k if planes.shape[1] > 1 else 0]
-    return plane[:, :, origin + oy : origin + oy + h, origin + ox : origin + ox + w]
+@functools.lru_cache(maxsize=32)
+def _reads_by_tap(levels: tuple[int, ...]) -> tuple[tuple[tuple[int, int, int, int | None], ...], ...]:
+    """For each tap k, its reads (level index, row offset, column offset, weight index); the
+    centre tap's one read has weight index None (weight 1 at every dilation)."""
+    by_tap = [[] for _ in range(9)]
+    by_tap[CENTRE_TAP].append((0, 0, 0, None))
+    for k, li, oy, ox, kind in _tap_reads(levels):
+        by_tap[k].append((li, oy, ox, kind))
+    return tuple(tuple(reads) for reads in by_tap)
+
+
+def _weight_maps(weights: torch.Tensor, channel_axis: bool) -> list[list[torch.Tensor]]:
+    """(B, L, 5, H, W) -> [level][weight index] views (B, 1, H, W), or (B, H, W) without the axis."""
+    maps = [[weights[:, li, kind] for kind in range(weights.shape[2])] for li in range(weights.shape[1])]
+    return [[m.unsqueeze(1) for m in level] for level in maps] if channel_axis else maps
+
+
+class _TapViews:
+    """The views one pass over the taps reads, each made once per call rather than per read
+    (a training step makes about 20 such calls; each view is a few dispatcher calls)."""
+
+    def __init__(self, planes: torch.Tensor, weights: torch.Tensor | None, origin: int, h: int, w: int):
+        self.planes = [planes[:, k] for k in range(planes.shape[1])]  # (B, C, Hs, Ws) each: one or nine
+        self.weights = _weight_maps(weights, channel_axis=True) if weights is not None else []
+        self.origin, self.h, self.w = origin, h, w
+
+    def window(self, k: int, oy: int, ox: int) -> torch.Tensor:
+        """(B, C, H, W) view of tap k's plane (the shared one when there is one) at (oy, ox)."""
+        plane = self.planes[k if len(self.planes) > 1 else 0]
+        y, x = self.origin + oy, self.origin + ox
+        return plane[:, :, y : y + self.h, x : x + self.w]
 
 
 class _DilatedTaps(torch.autograd.Function):
@@ -230,7 +257,7 @@ class _DilatedTaps(torch.autograd.Function):
         # Every slot is written before it is read (the first tap's product starts the sum;
         # each tap fills its own slice), so nothing needs zero-filling first.
         out = planes.new_empty((b, c, h, w) if reduce else (b, 9, c, h, w))
-        for k, tap in _each_tap(planes, weights, levels, origin, h, w):
+        for k, tap in _each_tap(_TapViews(planes, weights, origin, h, w), levels):
             if not reduce:
                 torch.mul(tap, mask[:, k : k + 1], out=out[:, k])
             elif k == 0:
@@ -249,22 +276,23 @@ class _DilatedTaps(torch.autograd.Function):
         grad_planes = torch.zeros_like(planes) if ctx.needs_input_grad[0] else None
         grad_weights = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
         grad_mask = torch.empty_like(mask) if ctx.needs_input_grad[2] else None  # each tap fills its own
-        for k, tap in _each_tap(planes, weights, levels, origin, h, w):
+        views = _TapViews(planes, weights, origin, h, w)
+        grad_views = _TapViews(grad_planes, None, origin, h, w) if grad_planes is not None else None
+        grad_weight_maps = _weight_maps(grad_weights, channel_axis=False) if grad_weights is not None else None
+        for k, tap in _each_tap(views, levels):
             grad = grad_out if reduce else grad_out[:, k]  # (B, C, H, W)
             if grad_mask is not None:
                 _channel_dot(grad_mask[:, k], grad, tap, accumulate=False)
             grad_tap = grad * mask[:, k : k + 1]
-            for _, li, oy, ox, kind in _reads_of(k, levels):
+            for li, oy, ox, kind in _reads_by_tap(levels)[k]:
                 if kind is None:  # the centre tap: weight 1 at every dilation
-                    if grad_planes is not None:
-                        _window(grad_planes, k, 0, 0, origin, h, w).add_(grad_tap)
+                    if grad_views is not None:
+                        grad_views.window(k, 0, 0).add_(grad_tap)
                     continue
-                if grad_planes is not None:
-                    target = _window(grad_planes, k, oy, ox, origin, h, w)
-                    target.addcmul_(grad_tap, weights[:, li, kind].unsqueeze(1))
-                if grad_weights is not None:
-                    source = _window(planes, k, oy, ox, origin, h, w)
-                    _channel_dot(grad_weights[:, li, kind], grad_tap, source)
+                if grad_views is not None:
+                    grad_views.window(k, oy, ox).addcmul_(grad_tap, views.weights[li][kind])
+                if grad_weight_maps is not None:
+                    _channel_dot(grad_weight_maps[li][kind], grad_tap, views.window(k, oy, ox))
         return grad_planes, grad_weights, grad_mask, None, None, None, None, None
 
 
@@ -283,24 +311,18 @@ def _channel_dot(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumul
         torch.sum(a * b, dim=1, out=target)
 
 
-def _reads_of(k: int, levels: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
-    if k == CENTRE_TAP:
-        return ((k, 0, 0, 0, None),)
-    return tuple(r for r in _tap_reads(levels) if r[0] == k)
-
-
-def _each_tap(planes, weights, levels, origin, h, w):  # noqa: ANN001
+def _each_tap(views: _TapViews, levels: tuple[int, ...]):
     """(k, tap k's unmasked bilinear sample (B, C, H, W)) for the nine taps."""
-    for k in range(9):
+    for k, reads in enumerate(_reads_by_tap(levels)):
         tap = None
-        for _, li, oy, ox, kind in _reads_of(k, levels):
-            window = _window(planes, k, oy, ox, origin, h, w)
+        for li, oy, ox, kind in reads:
+            window = views.window(k, oy, ox)
             if kind is None:
                 tap = window
             elif tap is None:
-                tap = window * weights[:, li, kind].unsqueeze(1)
+                tap = window * views.weights[li][kind]
             else:
-                tap.addcmul_(window, weights[:, li, kind].unsqueeze(1))
+                tap.addcmul_(window, views.weights[li][kind])
         yield k, tap
 
 
