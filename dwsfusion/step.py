@@ -42,9 +42,9 @@ def build_networks(config: GeneratorConfig | None = None) -> Networks:
 
 def build_optimizers(nets: Networks, lr_g: float = 0.01, lr_d: float = 0.01) -> Optimizers:
     """The release's choice: Adam for G, RMSprop for both discriminators. Adam runs fused (one
-    kernel over all parameters) on the CPU and CUDA: the same update, and on the CPU its
-    multi-tensor form's per-step scalar conversions cost about 1 % of a step at batch 8, 176²
-    (RMSprop has no fused form)."""
+    kernel over all parameters) on the CPU and CUDA: the same update, without the multi-tensor
+    form's per-step scalar conversions (measured on this 2-core box, one thread: the generator's
+    Adam step 10.5 ms -> 2.2 ms, about 1 % of a step at batch 8, 176²). RMSprop has no fused form."""
     device = next(nets.generator.parameters()).device.type
     return Optimizers(
         torch.optim.Adam(nets.generator.parameters(), lr=lr_g, fused=True if device in ("cpu", "cuda") else None),
