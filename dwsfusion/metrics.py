@@ -102,8 +102,11 @@ def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _vif_pixel_multiscale(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
-    num = den = 0.0
+def vif_scales(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> tuple[list[float], list[float]]:
+    """Pixel VIF of ``dist`` against ``ref`` per scale, finest first: (numerators, denominators),
+    each a sum of log10 terms over that scale's pixels; VIF is sum(num) / sum(den). A scale's
+    num / den says how much of the reference's information at that scale the image keeps."""
+    nums, dens = [], []
     for scale in range(1, 5):
         n = 2 ** (4 - scale + 1) + 1
         win = _gaussian_1d(n, n / 5)
@@ -123,9 +126,14 @@ def _vif_pixel_multiscale(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 
         negative = g < 0
         sv_sq[negative], g[negative] = sigma2_sq[negative], 0
         sv_sq = np.maximum(sv_sq, 1e-10)
-        num += np.sum(np.log10(1 + g**2 * sigma1_sq / (sv_sq + sigma_nsq)))
-        den += np.sum(np.log10(1 + sigma1_sq / sigma_nsq))
-    return float(num / den)
+        nums.append(float(np.sum(np.log10(1 + g**2 * sigma1_sq / (sv_sq + sigma_nsq)))))
+        dens.append(float(np.sum(np.log10(1 + sigma1_sq / sigma_nsq))))
+    return nums, dens
+
+
+def _vif_pixel_multiscale(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
+    nums, dens = vif_scales(ref, dist, sigma_nsq)
+    return float(sum(nums) / sum(dens))
 
 
 def vif(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:

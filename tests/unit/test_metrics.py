@@ -2,6 +2,7 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -77,6 +78,20 @@ def test_structural_metrics_of_identical_images():
     assert m.multiscale_ssim(TEXTURE, TEXTURE, TEXTURE) == pytest.approx(1.0, abs=1e-5)
     assert math.isnan(m.multiscale_ssim(TEXTURE[:100], TEXTURE[:100], TEXTURE[:100]))
     assert m.vif(TEXTURE, TEXTURE, TEXTURE) == pytest.approx(2.0)
+
+
+def test_vif_by_scale_adds_up_to_vif_and_shows_where_blur_loses():
+    nums, dens = m.vif_scales(TEXTURE, TEXTURE)
+    assert len(nums) == len(dens) == 4
+    assert [n / d for n, d in zip(nums, dens, strict=True)] == pytest.approx([1.0] * 4)  # nothing lost
+    blurred = cv2.GaussianBlur(TEXTURE, (0, 0), 1.0)
+    nums, dens = m.vif_scales(TEXTURE, blurred)
+    assert sum(nums) / sum(dens) == m._vif_pixel_multiscale(TEXTURE, blurred)
+    assert m.vif(TEXTURE, EDGES, blurred) == pytest.approx(
+        sum(nums) / sum(dens) + m._vif_pixel_multiscale(EDGES, blurred), rel=1e-12
+    )
+    kept = [n / d for n, d in zip(nums, dens, strict=True)]
+    assert kept[0] < 0.5 * kept[-1]  # a blur of one pixel loses the finest scale, far less the coarsest
 
 
 def test_edge_metrics_on_a_step_edge():
