@@ -5,7 +5,8 @@ statistics training left, and with them re-estimated on the fusion path
 (``dwsfusion.step.recalibrate_batchnorm``, 20 training batches). Switches: ``--adversarial``
 (the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
 there), ``--init`` (continue from a probe checkpoint, its optimiser states included), ``--patch``
-(crop side) and ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does).
+(crop side), ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does) and
+``--vis-noise`` (grey levels of Gaussian noise on the training VIS, as ``vis_noise`` in training).
 
 Writes benchmarks/results/recipe_probe_<name>.json (the TNO means per evaluation) and a
 checkpoint per evaluation under --work. The findings in docs/fidelity.md come from these runs.
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from common import SHARED, write_result  # noqa: E402
 
 from data_prep.patches import rescale  # noqa: E402
+from dwsfusion.augment import add_visible_noise  # noqa: E402
 from dwsfusion.color import read_luma_u8  # noqa: E402
 from dwsfusion.evaluate import evaluate_generator  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--init", help="a checkpoint this script wrote (continues from its step)")
     parser.add_argument("--patch", type=int, default=240, help="crop side (> 160 for MS-SSIM)")
     parser.add_argument("--scale", type=float, default=1.0, help="resize the training pairs by this factor first")
+    parser.add_argument("--vis-noise", type=float, default=0.0, help="grey levels of noise on the training VIS")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
     args = parser.parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
@@ -80,9 +83,11 @@ def main() -> None:
                 group["lr"] = args.lr
         start = state["step"]
     rng = np.random.default_rng(start)
+    noise_draws = torch.Generator().manual_seed(start)
 
     def crops() -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(x.float().div(255) for x in random_patches(sources, rng, batch, patch))
+        ir, vi = (x.float().div(255) for x in random_patches(sources, rng, batch, patch))
+        return ir, add_visible_noise(vi, args.vis_noise, noise_draws) if args.vis_noise else vi
 
     def tno_means(generator) -> dict[str, float]:
         evaluation = evaluate_generator(generator.eval(), tno_pairs, HEADLINE, progress=False)
@@ -122,8 +127,8 @@ def main() -> None:
         f"recipe_probe_{args.name}",
         {
             "recipe": f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
-            f"lr {args.lr}, "
-            f"adversarial {args.adversarial}, decay at {args.decay_at}, from {args.init or 'scratch'}",
+            f"lr {args.lr}, adversarial {args.adversarial}, VIS noise {args.vis_noise}, "
+            f"decay at {args.decay_at}, from {args.init or 'scratch'}",
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,
         },

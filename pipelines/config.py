@@ -210,6 +210,10 @@ class TrainSettings(BaseModel):
     # Flip each training pair and give each image a random gamma (dwsfusion.augment): the
     # target max(ir, vi) follows, and a small set shows more ir/vi intensity relations.
     augment: bool = False
+    # Gaussian pixel noise of this many grey levels (of 255) on every training VIS patch
+    # (dwsfusion.augment.add_visible_noise): gives a clean visible set the pixel-level detail
+    # of the images fusion will see (docs/fidelity.md). 0: none.
+    vis_noise: float = Field(0.0, ge=0, le=64)
 
 
 class TrainConfig(TrainSettings):

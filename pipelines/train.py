@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dwsfusion.augment import augment_pairs
+from dwsfusion.augment import add_visible_noise, augment_pairs
 from dwsfusion.checkpoints import save_generator
 from dwsfusion.errors import UsageError
 from dwsfusion.losses import supervised_losses
@@ -287,7 +287,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             break
         started, sums, samples = time.perf_counter(), {}, 0
         recent = collections.deque(maxlen=config.bn_recalibration_batches)  # for the BatchNorm statistics
-        if config.augment:  # seeded by (seed, epoch, rank): a resumed epoch draws the same augmentations
+        if config.augment or config.vis_noise:  # seeded by (seed, epoch, rank): a resumed epoch redraws them
             seed = np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0]
             draws = torch.Generator().manual_seed(int(seed))
         for batch in _batches(
@@ -300,6 +300,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ir, vi = _to_images(batch, device, config.channels_last)
             if config.augment:  # the BatchNorm statistics below are re-estimated on the batches as read
                 ir, vi = augment_pairs(ir, vi, draws)
+            if config.vis_noise:
+                vi = add_visible_noise(vi, config.vis_noise, draws)
             with _autocast(config, device):
                 logs = train_step(nets, optimizers, ir, vi, weights, average_gradients, config.grad_clip, scaler)
             for module in nets.modules().values():

@@ -50,7 +50,8 @@ def first_run(tmp_path_factory):
         "lr_d": 1e-3,
         "val_images": 2,
         "materialize": True,
-        "augment": True,  # flips and gammas drawn per rank: the ranks must still stay identical
+        "augment": True,  # flips, gammas and VIS noise drawn per rank: the ranks must still stay identical
+        "vis_noise": 2.0,
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
     }
     (root / "train.yaml").write_text(yaml.safe_dump(tree))

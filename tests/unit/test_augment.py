@@ -1,9 +1,9 @@
 """dwsfusion.augment: a pair is flipped as one (it stays aligned), each image gets its own gamma,
-and the same seed draws the same augmentation."""
+the same seed draws the same augmentation, and visible noise has the asked-for spread."""
 
 import torch
 
-from dwsfusion.augment import augment_pairs
+from dwsfusion.augment import add_visible_noise, augment_pairs
 
 
 def _pairs(batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,3 +58,16 @@ def test_the_same_seed_draws_the_same_augmentation():
     other = augment_pairs(ir, vi, torch.Generator().manual_seed(4))
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0], other[0])
+
+
+def test_visible_noise_has_the_asked_for_spread_in_grey_levels_and_stays_in_range():
+    vi = torch.full((4, 1, 64, 64), 0.5)
+    noisy = add_visible_noise(vi, 2.0, torch.Generator().manual_seed(5))
+    added = (noisy - vi) * 255  # grey levels
+    assert noisy.shape == vi.shape
+    assert abs(float(added.std()) - 2.0) < 0.05 and abs(float(added.mean())) < 0.05
+    assert (added[0] - added[1]).abs().max() > 0  # drawn per image and pixel, not one pattern
+    edges = add_visible_noise(torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(8, 1, 1, 2), 30.0)
+    assert edges.min() >= 0 and edges.max() <= 1 and (edges[..., 0] > 0).any() and (edges[..., 1] < 1).any()
+    again = add_visible_noise(vi, 2.0, torch.Generator().manual_seed(5))
+    assert torch.equal(noisy, again)
