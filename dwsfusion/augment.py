@@ -41,11 +41,11 @@ def add_visible_noise(vi: Tensor, sigma: float, generator: torch.Generator | Non
     levels (of 255) added, clamped to [0, 1].
 
     Why: the visible images of a small, clean training set (RoadScene at 0.6: Immerkaer noise
-    estimate 0.89 grey levels) carry far less pixel-level detail than those the model is scored on
-    (TNO: 1.97), so the generator learns to smooth what TNO's visible images hold at the finest
-    scale. With noise on the visible input the target max(ir, vi) and its gradients hold that detail
-    too, and passing it through is what the content loss rewards. The infrared side needs none
-    (RoadScene's IR at 0.6: 1.51 against TNO's 0.90).
+    estimate 0.89 grey levels, examples/noise_levels.py) carry less pixel-level detail than those
+    the model is scored on (TNO: 1.97), so the generator learns to smooth what TNO's visible
+    images hold at the finest scale. With noise on the visible input the target max(ir, vi) and
+    its gradients hold that detail too, and passing it through is what the content loss rewards.
+    The infrared side needs none (RoadScene's IR at 0.6: 1.51 against TNO's 0.90).
     """
     # drawn on the CPU (a seeded CPU generator gives the same draws for any device), then moved
     noise = torch.randn(vi.shape, generator=generator).to(device=vi.device, dtype=vi.dtype)
