@@ -62,7 +62,7 @@ def main() -> None:
         print(f"bare loop: {bare:.2f} pairs/s ({torch.get_num_threads()} torch threads)")
         runs = {}
         for actors in args.actors:
-            ray.init(num_cpus=max(actors, 2), include_dashboard=False, logging_level="ERROR")
+            ray.init(address="local", num_cpus=max(actors, 2), include_dashboard=False, logging_level="ERROR")
             job = FuseJob(
                 input=str(tmp / "pairs.tar"),
                 output=str(tmp / f"out_{actors}.tar"),

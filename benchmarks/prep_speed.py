@@ -45,7 +45,7 @@ def main() -> None:
             assert image is not None
         decode_s = time.perf_counter() - start
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         config = PrepConfig(
             source=str(work / "src"),
             out=str(work / "out"),

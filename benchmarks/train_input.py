@@ -91,5 +91,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
     main()

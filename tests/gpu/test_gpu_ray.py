@@ -26,7 +26,7 @@ from pipelines.train import load_train_state, run_training  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ray_gpu():
-    ray.init(num_cpus=4, num_gpus=1, logging_level="ERROR")
+    ray.init(address="local", num_cpus=4, num_gpus=1, logging_level="ERROR")
     yield
     ray.shutdown()
 

@@ -15,6 +15,7 @@ def ray_session(request):
         yield None
         return
     ray.init(
+        address="local",  # our own Ray, even where a `ray start` or a killed Cluster left one
         num_cpus=getattr(request.module, "RAY_CPUS", 2),
         include_dashboard=getattr(request.module, "RAY_DASHBOARD", True),
         logging_level="ERROR",

@@ -3,6 +3,10 @@ alignment, split, rejected pairs, no-op rerun, resume after a kill, determinism.
 
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -190,3 +194,22 @@ def test_fit_patch_keeps_the_pairs_a_scale_would_make_too_small(prepared, tmp_pa
     reasons = {r["stem"]: r["reason"] for r in result.rejected}
     assert reasons["bad_small"] == "150x150 is smaller than the 161px patch"  # never enlarged
     shutil.rmtree(tmp_path / "fitted")
+
+
+def test_the_cli_starts_its_own_ray_where_a_dead_cluster_left_its_address(msrs_source, tmp_path):
+    """A `ray start` or test cluster killed before `ray stop` leaves ray_current_cluster behind;
+    a bare ray.init() would join that address and refuse num_cpus. The command starts its own."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    try:
+        os.makedirs(os.path.join(ray_tmp, "ray"))
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as stale:
+            stale.write("127.0.0.1:9")  # nothing listens there
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""}
+        out = tmp_path / "shards"
+        cli = [str(Path(sys.executable).with_name("dwsfusion")), "prep", "--source", str(msrs_source / "train")]
+        cli += ["--out", str(out), "--patch-size", str(PATCH), "--stride", str(STRIDE), "--quiet"]
+        done = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert load_manifest(str(out))["counts"]["train"]["patches"] > 0
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
