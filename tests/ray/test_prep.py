@@ -1,5 +1,6 @@
 """The prep job on a local Ray (one session for the module): counts, coordinates,
-alignment, split, rejected pairs, no-op rerun, resume after a kill, determinism."""
+alignment, split, rejected pairs, no-op rerun, resume after a kill, determinism; and the command
+line where a dead Ray cluster left its address behind."""
 
 import os
 import shutil
