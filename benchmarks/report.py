@@ -218,7 +218,7 @@ def reproduction() -> str:
         f"Trained on the RoadScene pairs ({resized}{prep['patch_size']}² patches, stride {prep['stride']}); "
         f"TNO, 25 pairs, our metric suite; {r['steps']} training steps in {r['epochs']} epochs (best: epoch "
         f"{r['best_epoch']}; learning rates {', '.join(f'{lr:g}' for lr in r['learning_rates'])}), "
-        f"{r['wall_s'] / 60:.0f} min on {_machine(r)}:",
+        f"{r['wall_s'] / 60:.0f} min on {_machine(r)}" + (f"; `{r['config']}`:" if "config" in r else ":"),
         "",
         "| metric | " + " | ".join(columns) + " | trained / release |",
         "|---|" + "---|" * (len(columns) + 1),
