@@ -7,9 +7,10 @@ Our format is a dict::
     {"format": "dwsfusion-generator", "version": 1,
      "generator_config": {...}, "generator": state_dict, "meta": {...}}
 
-Training checkpoints (later stages) may hold more keys; only these are read here. The
-release format is a plain state dict with the authors' module names, renamed through the
-explicit table ``OFFICIAL_KEY_RULES``.
+A training checkpoint (``dwsfusion train``'s folder, or the ``state.pt`` in it: format
+``dwsfusion-train``) is read too: its best generator, or the current one before any epoch was
+best. The release format is a plain state dict with the authors' module names, renamed through
+the explicit table ``OFFICIAL_KEY_RULES``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .model import Generator, GeneratorConfig
 
 FORMAT = "dwsfusion-generator"
 VERSION = 1
+TRAIN_FORMAT = "dwsfusion-train"  # pipelines.train's checkpoint: nets, optimisers, best, history
+TRAIN_STATE_FILE = "state.pt"  # the file in each of its checkpoint folders
 
 # (pattern, replacement), applied in order to every key of the release's state dict.
 OFFICIAL_KEY_RULES: tuple[tuple[str, str], ...] = (
@@ -92,10 +95,9 @@ def is_official_state_dict(obj: object) -> bool:
 
 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Generator:
-    """Build a generator from our checkpoint or from the authors' released state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    """Build a generator from our checkpoint (a generator file or a training checkpoint) or
+    from the authors' released state dict."""
+    path = checkpoint_file(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
@@ -104,6 +106,12 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         config = GeneratorConfig(**obj.get("generator_config", {}))
         state = obj["generator"]
+    elif isinstance(obj, dict) and obj.get("format") == TRAIN_FORMAT:
+        config = GeneratorConfig(**obj.get("generator_config", {}))
+        best = obj.get("best") or {}
+        state = best.get("generator") or obj.get("nets", {}).get("generator")
+        if state is None:
+            raise CheckpointError(f"{path}: a training checkpoint without a generator")
     elif is_official_state_dict(obj):
         config = GeneratorConfig()
         state = convert_official_state_dict(obj, str(path))
@@ -117,6 +125,18 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
             f"{path}: keys do not match the generator (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     return generator.eval()
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file behind a checkpoint argument: the file itself, or a training checkpoint
+    folder's ``state.pt`` (what ``dwsfusion train`` prints as its last checkpoint)."""
+    path = Path(path)
+    if path.is_dir() and (path / TRAIN_STATE_FILE).is_file():
+        return path / TRAIN_STATE_FILE
+    if not path.is_file():
+        hint = f" (a folder without {TRAIN_STATE_FILE})" if path.is_dir() else ""
+        raise CheckpointError(f"{path}: checkpoint not found{hint}")
+    return path
 
 
 def save_generator(generator: Generator, path: str | os.PathLike, meta: dict | None = None) -> Path:

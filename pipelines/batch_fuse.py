@@ -71,9 +71,9 @@ def resolve_model(job: FuseJob) -> dict:
     if (job.model is None) == (job.checkpoint is None):
         raise UsageError("give exactly one of --model URI or --checkpoint PATH")
     if job.checkpoint:
-        path = Path(job.checkpoint).resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
+        from dwsfusion.checkpoints import checkpoint_file
+
+        path = checkpoint_file(Path(job.checkpoint).resolve())  # a training checkpoint's folder -> its state.pt
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         return {"kind": "checkpoint", "uri": str(path), "sha256": digest}
     import mlflow

@@ -246,7 +246,7 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
         "one form given to the other is refused.",
         argument_default=argparse.SUPPRESS,  # given options only: each form checks what it was given
     )
-    p.add_argument("--checkpoint", help="our checkpoint or the authors' .pth (both forms)")
+    p.add_argument("--checkpoint", help="generator file, training checkpoint folder or the authors' .pth (both forms)")
     p.add_argument("--rounding", choices=("truncate", "round"), help="float -> integer pixels (default: truncate)")
     add_settings(p, FuseSettings, only=("precision",))
     tiles = TileConfig()
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("register", help="register a run's generator or a checkpoint in MLflow (promotion gate)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", dest="run_id", help="MLflow run id of a training run")
-    source.add_argument("--checkpoint", help="checkpoint file: ours or the authors' release")
+    source.add_argument("--checkpoint", help="generator file, training checkpoint folder or the authors' .pth")
     add_settings(p, RegisterSettings)
     p.add_argument("--tracking-uri", help=TRACKING_HELP)
     _add_console(p)

@@ -116,8 +116,9 @@ def _model_from_run(run_id: str) -> str:
 
 def _model_from_checkpoint(checkpoint: Path) -> str:
     """Log a checkpoint file as our pyfunc in a registration run; returns its model URI."""
-    from dwsfusion.checkpoints import load_generator
+    from dwsfusion.checkpoints import checkpoint_file, load_generator
 
+    checkpoint = checkpoint_file(checkpoint)  # a training checkpoint's folder -> its state.pt
     load_generator(checkpoint)  # refuse a bad file before anything is logged
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     mlflow.set_experiment(REGISTRY_EXPERIMENT)

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dwsfusion.augment import add_visible_noise, augment_pairs
-from dwsfusion.checkpoints import save_generator
+from dwsfusion.checkpoints import TRAIN_FORMAT, TRAIN_STATE_FILE, save_generator
 from dwsfusion.errors import UsageError
 from dwsfusion.losses import supervised_losses
 from dwsfusion.metrics import compute_metrics
@@ -45,7 +45,7 @@ VAL_METRICS = ("Qabf", "VIF", "SSIM", "MI")
 # metrics each lie in [0, 1] for useful fusions (gradient transfer, information fidelity,
 # structure) and are the paper's headline ones, so their plain mean is the score.
 SCORE_METRICS = ("Qabf", "VIF", "SSIM")
-STATE_FILE = "state.pt"
+STATE_FILE = TRAIN_STATE_FILE
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -197,7 +197,7 @@ def _validation_images(nets: Networks, val_ir: np.ndarray, val_vi: np.ndarray, d
 
 def _state(nets, opts, scheds, epoch, best, history, run_id) -> dict:
     return {
-        "format": "dwsfusion-train",
+        "format": TRAIN_FORMAT,
         "epoch": epoch,
         "generator_config": nets.generator.config.to_dict(),
         "nets": {k: m.state_dict() for k, m in nets.modules().items()},

@@ -129,6 +129,31 @@ def test_mlflow_holds_params_metrics_images_and_a_model_of_any_size(first_run, t
     assert (code_dir / "dwsfusion" / "checkpoints.py").is_file()
 
 
+def test_the_printed_checkpoint_fuses_with_its_best_generator(first_run):
+    """``dwsfusion fuse --checkpoint`` takes the folder ``train`` prints as its last checkpoint."""
+    import torch
+
+    from dwsfusion.checkpoints import load_generator
+
+    root, config, run_id, checkpoint, console = first_run
+    best = load_train_state(checkpoint)["best"]["generator"]
+    loaded = load_generator(checkpoint).state_dict()
+    assert loaded.keys() == best.keys() and all(torch.equal(loaded[k], best[k]) for k in best)
+    done = _dwsfusion(
+        "fuse",
+        "--checkpoint",
+        checkpoint,
+        "--ir",
+        str(root / "src" / "ir"),
+        "--vi",
+        str(root / "src" / "vi"),
+        "--out",
+        str(root / "fused"),
+        "--quiet",
+    )
+    assert "fused 5 pair(s)" in done.stdout and len(list((root / "fused").iterdir())) == 5
+
+
 def test_register_a_training_run_from_the_command_line(first_run):
     root, config, run_id, checkpoint, console = first_run
     done = _dwsfusion("register", "--run", run_id, "--name", "tiny-run", "--tracking-uri", config.tracking_uri())

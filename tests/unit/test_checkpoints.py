@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from dwsfusion.checkpoints import (
+    TRAIN_FORMAT,
+    TRAIN_STATE_FILE,
     CheckpointError,
     convert_official_state_dict,
     load_generator,
@@ -63,3 +65,21 @@ def test_bad_checkpoints_name_the_file(tmp_path):
     torch.save({"a": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match="other.pt: neither"):
         load_generator(other)
+
+
+def test_a_training_checkpoint_gives_its_best_generator_or_else_its_current_one(tmp_path):
+    torch.manual_seed(0)
+    current, best = Generator().state_dict(), Generator().state_dict()
+    state = {"format": TRAIN_FORMAT, "generator_config": Generator().config.to_dict(), "nets": {"generator": current}}
+    folder = tmp_path / "checkpoint_000"
+    folder.mkdir()
+    torch.save({**state, "best": {"epoch": 3, "generator": best}}, folder / TRAIN_STATE_FILE)
+    for path in (folder, folder / TRAIN_STATE_FILE):  # the folder train prints, or the file in it
+        loaded = load_generator(path).state_dict()
+        assert all(torch.equal(loaded[k], best[k]) for k in best)
+    torch.save({**state, "best": {"epoch": -1, "generator": None}}, folder / TRAIN_STATE_FILE)
+    loaded = load_generator(folder).state_dict()
+    assert all(torch.equal(loaded[k], current[k]) for k in current)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty: checkpoint not found \(a folder without state.pt\)"):
+        load_generator(tmp_path / "empty")
