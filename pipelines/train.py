@@ -45,7 +45,6 @@ VAL_METRICS = ("Qabf", "VIF", "SSIM", "MI")
 # metrics each lie in [0, 1] for useful fusions (gradient transfer, information fidelity,
 # structure) and are the paper's headline ones, so their plain mean is the score.
 SCORE_METRICS = ("Qabf", "VIF", "SSIM")
-STATE_FILE = TRAIN_STATE_FILE
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -260,7 +259,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume: a restarted worker group or a resumed run
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+            state = torch.load(Path(folder) / TRAIN_STATE_FILE, map_location=device, weights_only=True)
         for key, module in nets.modules().items():
             module.load_state_dict(state["nets"][key])
         for key in opts:
@@ -363,7 +362,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     f"lr {metrics['lr_g']:.0e}  {metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
                 )
             with tempfile.TemporaryDirectory() as folder:
-                torch.save(_state(nets, opts, scheds, epoch, best, history, run_id), Path(folder) / STATE_FILE)
+                torch.save(_state(nets, opts, scheds, epoch, best, history, run_id), Path(folder) / TRAIN_STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics)
@@ -540,5 +539,5 @@ def load_train_state(checkpoint_dir: str | os.PathLike) -> dict:
         import ray.train
 
         with ray.train.Checkpoint(str(checkpoint_dir)).as_directory() as folder:
-            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-    return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
+            return torch.load(Path(folder) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    return torch.load(Path(checkpoint_dir) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
