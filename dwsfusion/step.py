@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .losses import LossWeights, critic_losses, generator_losses
-from .model import Discriminator, Generator, GeneratorConfig
+from .model import Discriminator, Generator, GeneratorConfig, initialise
 
 
 @dataclass
@@ -36,8 +36,11 @@ class Optimizers:
     d_vi: torch.optim.Optimizer
 
 
-def build_networks(config: GeneratorConfig | None = None) -> Networks:
-    return Networks(Generator(config), Discriminator(), Discriminator())
+def build_networks(config: GeneratorConfig | None = None, fusion_init: str = "sum") -> Networks:
+    """Fresh networks for training from scratch; ``fusion_init`` is where the generator's fusion
+    head starts (``dwsfusion.model.init``: "sum" of its weighted sources, or the "release"'s
+    default initialisation)."""
+    return Networks(initialise(Generator(config), fusion_init), Discriminator(), Discriminator())
 
 
 def build_optimizers(nets: Networks, lr_g: float = 0.01, lr_d: float = 0.01) -> Optimizers:

@@ -7,9 +7,11 @@ steps, fuses the scenes, and splits the VIF of its images and of mean and max fu
 share of that source's information at that scale that the fused image keeps, over all six
 scenes (the sum of the per-pixel log terms of our metric over their sum for the source itself).
 
-Writes benchmarks/results/quickstart_vif.json. About 3 minutes on 2 CPUs.
+Writes benchmarks/results/quickstart_vif.json (quickstart_vif_release_start.json with
+``--fusion-init release``). About 3 minutes on 2 CPUs.
 
-Run: python examples/quickstart_vif.py [--steps 200]
+Run: python examples/quickstart_vif.py [--steps 200] [--fusion-init release --adversarial 0.1]
+(the second pair of options: the first run as it was before the fusion head started as a sum)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from common import write_result  # noqa: E402
 
 from dwsfusion.evaluate import gray_u8  # noqa: E402
 from dwsfusion.metrics import vif_scales  # noqa: E402
+from dwsfusion.model import FUSION_INITS  # noqa: E402
 from dwsfusion.pairs import find_pairs, images_by_stem, resolve_source  # noqa: E402
 from dwsfusion.quickstart import run_quickstart  # noqa: E402
 from dwsfusion.quicktrain import QuickTrainConfig  # noqa: E402
@@ -56,8 +59,11 @@ def vif_breakdown(sources: list[tuple[str, np.ndarray, np.ndarray]], fused_dir: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
+    defaults = QuickTrainConfig()
+    parser.add_argument("--fusion-init", choices=FUSION_INITS, default=defaults.fusion_init)
+    parser.add_argument("--adversarial", type=float, default=defaults.adversarial, help="the critics' weight")
     args = parser.parse_args()
-    train = QuickTrainConfig(steps=args.steps)
+    train = QuickTrainConfig(steps=args.steps, fusion_init=args.fusion_init, adversarial=args.adversarial)
     with tempfile.TemporaryDirectory() as work:
         run = run_quickstart(Path(work), train=train, progress=False)
         pairs, _ = find_pairs(*resolve_source(Path(work) / "samples"), strict=True)
@@ -69,10 +75,11 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:8s} VIF {row['VIF']:.3f}  IR by scale {row['ir_by_scale']}  VIS by scale {row['vi_by_scale']}")
     write_result(
-        "quickstart_vif",
+        "quickstart_vif" + ("_release_start" if train.fusion_init == "release" else ""),
         {
             "source": "the six seeded sample scenes",
-            "train": f"quick_train, {train.steps} steps of {train.batch_size} x {train.patch}², lr {train.lr}",
+            "train": f"quick_train, {train.steps} steps of {train.batch_size} x {train.patch}², lr {train.lr}, "
+            f"fusion_init {train.fusion_init}, adversarial {train.adversarial}",
         }
         | rows,
         echo=False,

@@ -5,14 +5,18 @@ statistics training left, and with them re-estimated on the fusion path
 (``dwsfusion.step.recalibrate_batchnorm``, 20 training batches). Switches: ``--adversarial``
 (the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
 there), ``--init`` (continue from a probe checkpoint, its optimiser states included), ``--patch``
-(crop side), ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does) and
-``--vis-noise`` (grey levels of Gaussian noise on the training VIS, as ``vis_noise`` in training).
+(crop side), ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does),
+``--vis-noise`` (grey levels of Gaussian noise on the training VIS, as ``vis_noise`` in training)
+and ``--fusion-init`` (where the fusion head starts, as ``fusion_init`` in training; this probe
+keeps ``release`` by default, the start every probe recorded before ``sum`` existed ran from).
 
 Writes benchmarks/results/recipe_probe_<name>.json (the TNO means per evaluation) and a
 checkpoint per evaluation under --work. The findings in docs/fidelity.md come from these runs.
 
 Run: python examples/recipe_probe.py --name constant_lr [--steps 600 --every 100 --adversarial 0.1]
      python examples/recipe_probe.py --name scale_0.6 --steps 400 --every 200 --adversarial 0 --patch 176 --scale 0.6
+     python examples/recipe_probe.py --name fusion_sum_800 --steps 800 --every 200 --adversarial 0 --patch 176 \
+         --scale 0.6 --vis-noise 3 --fusion-init sum
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from dwsfusion.augment import add_visible_noise  # noqa: E402
 from dwsfusion.color import read_luma_u8  # noqa: E402
 from dwsfusion.evaluate import evaluate_generator  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
+from dwsfusion.model import FUSION_INITS  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.quicktrain import random_patches  # noqa: E402
 from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
@@ -56,6 +61,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=240, help="crop side (> 160 for MS-SSIM)")
     parser.add_argument("--scale", type=float, default=1.0, help="resize the training pairs by this factor first")
     parser.add_argument("--vis-noise", type=float, default=0.0, help="grey levels of noise on the training VIS")
+    parser.add_argument("--fusion-init", choices=FUSION_INITS, default="release", help="where the fusion head starts")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
     args = parser.parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
@@ -70,7 +76,7 @@ def main() -> None:
     tno_pairs, _ = find_pairs(tno / "ir", tno / "vi")
 
     torch.manual_seed(0)
-    nets = build_networks()
+    nets = build_networks(fusion_init=args.fusion_init)
     opts = build_optimizers(nets, args.lr, args.lr)
     start = 0
     if args.init:
@@ -128,7 +134,7 @@ def main() -> None:
         {
             "recipe": f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
             f"lr {args.lr}, adversarial {args.adversarial}, VIS noise {args.vis_noise}, "
-            f"decay at {args.decay_at}, from {args.init or 'scratch'}",
+            f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init})",
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,
         },

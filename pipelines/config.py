@@ -199,6 +199,9 @@ class TrainSettings(BaseModel):
     channels_last: bool = False
     seed: int = 0
     channel_min_hidden: int = Field(0, ge=0)
+    # Where the generator's fusion head starts: "sum" of its two weighted sources, or the
+    # "release"'s default (random) initialisation (dwsfusion.model.init; docs/fidelity.md).
+    fusion_init: Literal["sum", "release"] = "sum"
     loss: LossWeights = LossWeights()
     # After each epoch, BatchNorm running statistics are re-estimated on the fusion path over
     # this many of the epoch's last batches (0: keep the training's running statistics, as the

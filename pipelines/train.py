@@ -236,7 +236,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed + rank)
 
-    nets = build_networks(GeneratorConfig(channel_min_hidden=config.channel_min_hidden))
+    nets = build_networks(GeneratorConfig(channel_min_hidden=config.channel_min_hidden), config.fusion_init)
     for module in nets.modules().values():
         module.to(device)
         if config.channels_last:
