@@ -1,7 +1,13 @@
 """Facts shared by the library and the pipeline stages, importable without torch."""
 
+from typing import Literal, get_args
+
 # pytorch-msssim, 5 scales, window 11: each side of an image or patch must exceed 160 px.
 MS_SSIM_MIN_SIDE = 161
 
 # The metric suite, in the column order of every metrics CSV (the IVIF convention).
 METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "CC", "VIF", "Qabf", "Nabf", "SSIM", "MS-SSIM", "PSNR", "MSE")
+
+# Where a generator trained from scratch starts its fusion head (dwsfusion.model.init).
+FusionInit = Literal["sum", "release"]
+FUSION_INITS: tuple[str, ...] = get_args(FusionInit)

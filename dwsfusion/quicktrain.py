@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoints import save_generator
+from .constants import FusionInit
 from .fuse import load_pair
 from .losses import MS_SSIM_MIN_SIDE, LossWeights
 from .pairs import ImagePair
@@ -32,7 +33,7 @@ class QuickTrainConfig:
     seed: int = 0
     # The fusion head starts as the sum of its weighted sources (dwsfusion.model.init): from the
     # release's random start, 200 steps fuse the sample scenes below mean fusion's VIF.
-    fusion_init: str = "sum"
+    fusion_init: FusionInit = "sum"
     # The critics' weight. 0, as in configs/reproduce.yaml: the release's nominal 0.1 on our trained
     # critic head pulls away from the content term (docs/fidelity.md), and the step without the
     # critics is about 1.6x faster.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .constants import FusionInit
 from .losses import LossWeights, critic_losses, generator_losses
 from .model import Discriminator, Generator, GeneratorConfig, initialise
 
@@ -36,7 +37,7 @@ class Optimizers:
     d_vi: torch.optim.Optimizer
 
 
-def build_networks(config: GeneratorConfig | None = None, fusion_init: str = "sum") -> Networks:
+def build_networks(config: GeneratorConfig | None = None, fusion_init: FusionInit = "sum") -> Networks:
     """Fresh networks for training from scratch; ``fusion_init`` is where the generator's fusion
     head starts (``dwsfusion.model.init``: "sum" of its weighted sources, or the "release"'s
     default initialisation)."""

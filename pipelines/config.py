@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dwsfusion.constants import METRIC_NAMES
+from dwsfusion.constants import METRIC_NAMES, FusionInit
 from dwsfusion.errors import UsageError
 from dwsfusion.loss_weights import LossWeights
 from dwsfusion.tiling import TileConfig
@@ -201,7 +201,7 @@ class TrainSettings(BaseModel):
     channel_min_hidden: int = Field(0, ge=0)
     # Where the generator's fusion head starts: "sum" of its two weighted sources, or the
     # "release"'s default (random) initialisation (dwsfusion.model.init; docs/fidelity.md).
-    fusion_init: Literal["sum", "release"] = "sum"
+    fusion_init: FusionInit = "sum"
     loss: LossWeights = LossWeights()
     # After each epoch, BatchNorm running statistics are re-estimated on the fusion path over
     # this many of the epoch's last batches (0: keep the training's running statistics, as the

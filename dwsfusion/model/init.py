@@ -9,7 +9,7 @@ average 0.39), and a short run spends its steps climbing out of that.
 small random part, like a zero-initialised residual branch (Goyal et al. 2017; Zhang et al.,
 Fixup, 2019). The weight nets, the AlphaNet and the critics keep their default initialisation:
 only the head's starting point moves. It matters because the weight nets reduce to sigmoid of
-their input, so the head learns the whole fusion (docs/fidelity.md). Measured (docs/fidelity.md, "Where the fusion
+their input, so the head learns the whole fusion. Measured (docs/fidelity.md, "Where the fusion
 head starts"): on the sample scenes 200 steps fuse to VIF 0.72 instead of 0.61-0.66 (nine seeds,
 each above mean fusion's 0.69); on RoadScene -> TNO it ran 0.05 to 0.11 VIF ahead of the release's
 start at every evaluation from step 200 to 800 (two seeds), and the full reproduction reached TNO
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from ..constants import FUSION_INITS, FusionInit
 from .adaptive_conv import CENTRE_TAP, AdaptiveDilatedConv
 from .generator import Generator
 
-FUSION_INITS = ("sum", "release")
 RANDOM_PART = 0.1  # of the output conv's default random weights, kept to break the channels' symmetry
 
 
@@ -58,7 +58,7 @@ def init_fusion_as_sum(generator: Generator, random_part: float = RANDOM_PART) -
     return generator
 
 
-def initialise(generator: Generator, fusion_init: str = "sum") -> Generator:
+def initialise(generator: Generator, fusion_init: FusionInit = "sum") -> Generator:
     """Apply ``fusion_init`` (one of ``FUSION_INITS``) to a freshly built generator."""
     if fusion_init == "sum":
         return init_fusion_as_sum(generator)
