@@ -76,20 +76,26 @@ def decode_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
     # imdecode from bytes: works with any path (unicode too), and fails cleanly on junk.
-    data = np.fromfile(path, dtype=np.uint8)
+    return decode_image_bytes(np.fromfile(path, dtype=np.uint8), str(path))
+
+
+def decode_image_bytes(data: bytes | np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """``decode_image`` of an encoded image in memory (an archive member); ``name`` is what
+    an error names."""
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes | bytearray | memoryview) else data
     if data.size == 0:
-        raise ImageError(f"{path}: empty file")
+        raise ImageError(f"{name}: empty file")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ImageError(f"{path}: not a readable image")
+        raise ImageError(f"{name}: not a readable image")
     if image.dtype == np.uint8:
         max_value = 255
     elif image.dtype == np.uint16:
         max_value = 65535
     else:
-        raise ImageError(f"{path}: unsupported pixel type {image.dtype} (8- or 16-bit expected)")
+        raise ImageError(f"{name}: unsupported pixel type {image.dtype} (8- or 16-bit expected)")
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ImageError(f"{path}: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels")
+        raise ImageError(f"{name}: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     return image, max_value
@@ -101,7 +107,16 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     Arrays are (H, W) for gray and (H, W, 3) RGB for colour; alpha is dropped; a 3-channel
     file whose channels are equal is returned as gray.
     """
-    image, max_value = decode_image(path)
+    return as_rgb_or_gray(*decode_image(path))
+
+
+def read_image_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """``read_image`` of an encoded image in memory."""
+    return as_rgb_or_gray(*decode_image_bytes(data, name))
+
+
+def as_rgb_or_gray(image: np.ndarray, max_value: int) -> tuple[np.ndarray, int]:
+    """A decoded (BGR/BGRA or gray) image -> RGB, or gray where its three channels are equal."""
     if image.ndim == 3:
         image = image[..., 2::-1]  # BGR(A) -> RGB
         if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
@@ -137,13 +152,18 @@ def quantize(image: np.ndarray, max_value: int = 255, rounding: str = "truncate"
     return scaled.astype(np.uint8 if max_value == 255 else np.uint16)
 
 
+def encode_png(image: np.ndarray, name: str = "image") -> bytes:
+    """A gray or RGB uint8/uint16 image -> lossless PNG bytes."""
+    bgr = image[..., ::-1] if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise ImageError(f"{name}: PNG encoding failed")
+    return encoded.tobytes()
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a gray or RGB uint8/uint16 image losslessly (PNG) and atomically: a temp file in
     the target folder, then a rename, so no half-written image is ever visible."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    bgr = image[..., ::-1] if image.ndim == 3 else image
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
-    if not ok:
-        raise ImageError(f"{path}: PNG encoding failed")
-    return atomic_write(path, encoded.tobytes())
+    return atomic_write(path, encode_png(image, str(path)))

@@ -85,13 +85,21 @@ def score_fused(
     on a CUDA ``device`` with the torch suite (the same values within 1e-4), else NumPy's."""
     if not names:
         return {}
-    a, b = gray_u8(pair.ir), gray_u8(pair.vi)
+    return score_images(gray_u8(pair.ir), gray_u8(pair.vi), fused, names, device)
+
+
+def score_images(
+    ir_u8: np.ndarray, vi_u8: np.ndarray, fused: np.ndarray, names: tuple[str, ...] = METRIC_NAMES, device: str = "cpu"
+) -> dict[str, float]:
+    """``score_fused`` with the sources as 8-bit luma already (``to_gray_u8`` of what was read)."""
+    if not names:
+        return {}
     f = to_gray_u8(fused, 65535 if fused.dtype == np.uint16 else 255)
     if str(device).startswith("cuda"):
         from .metrics_torch import compute_metrics as compute_on_device
 
-        return compute_on_device(a, b, f, names, device=device)
-    return compute_metrics(a, b, f, names)
+        return compute_on_device(ir_u8, vi_u8, f, names, device=device)
+    return compute_metrics(ir_u8, vi_u8, f, names)
 
 
 def evaluate_generator(

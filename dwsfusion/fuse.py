@@ -31,20 +31,27 @@ class SourcePair:
 
 
 def load_pair(pair: ImagePair) -> SourcePair:
-    ir_raw, ir_max = read_image(pair.ir)
-    vi_raw, vi_max = read_image(pair.vi)
+    return source_pair(pair.stem, read_image(pair.ir), read_image(pair.vi), str(pair.ir), str(pair.vi))
+
+
+def source_pair(
+    name: str, ir: tuple[np.ndarray, int], vi: tuple[np.ndarray, int], ir_label: str, vi_label: str
+) -> SourcePair:
+    """Two read images (``read_image``'s (array, max value)) -> the pair as the model sees it;
+    the labels (files or archive members) are what an error names."""
+    (ir_raw, ir_max), (vi_raw, vi_max) = ir, vi
     if ir_raw.shape[:2] != vi_raw.shape[:2]:
         raise ImageError(
-            f"{pair.ir} is {ir_raw.shape[1]}x{ir_raw.shape[0]} but {pair.vi} is "
+            f"{ir_label} is {ir_raw.shape[1]}x{ir_raw.shape[0]} but {vi_label} is "
             f"{vi_raw.shape[1]}x{vi_raw.shape[0]}: the pair is not registered"
         )
-    ir = to_gray_float(ir_raw, ir_max)
+    ir_y = to_gray_float(ir_raw, ir_max)
     if vi_raw.ndim == 3:
         y, cr, cb = rgb_to_ycrcb(vi_raw.astype(np.float32) / vi_max)
         vis_y, chroma = y.astype(np.float32), (cr, cb)
     else:
         vis_y, chroma = vi_raw.astype(np.float32) / vi_max, None
-    return SourcePair(pair.stem, ir, vis_y, chroma, max(ir_max, vi_max))
+    return SourcePair(name, ir_y, vis_y, chroma, max(ir_max, vi_max))
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -149,6 +156,26 @@ def fuse_folder(
     return fuse_pairs(generator, pairs, out_dir, rounding, progress, tiles, precision)
 
 
+def fuse_sources(
+    generator: Generator, sources: list[SourcePair], tiles: TileConfig | None = TileConfig(), precision: str = "fp32"
+) -> list[np.ndarray]:
+    """The fused (H, W) luma of each source pair, in order: those of one size (and not tiled)
+    share one forward pass, a large one is fused in tiles on its own."""
+    fused: list[np.ndarray | None] = [None] * len(sources)
+    same_size: dict[tuple[int, int], list[int]] = {}
+    for i, source in enumerate(sources):
+        if tiles is not None and tiles.wants_tiles(*source.ir.shape):
+            fused[i] = fuse_luma(generator, source.ir, source.vis_y, tiles, precision)
+        else:
+            same_size.setdefault(source.ir.shape, []).append(i)
+    for members in same_size.values():
+        irs = np.stack([sources[i].ir for i in members])
+        vis = np.stack([sources[i].vis_y for i in members])
+        for i, luma in zip(members, fuse_luma_batch(generator, irs, vis, precision), strict=True):
+            fused[i] = luma
+    return fused
+
+
 def fuse_and_score(
     generator: Generator,
     pairs: list[ImagePair],
@@ -170,32 +197,24 @@ def fuse_and_score(
 
     device = str(next(generator.parameters()).device)
     rows: dict[str, dict] = {}
-    groups: dict[tuple, list] = {}
+    loaded: list[tuple[ImagePair, SourcePair, float]] = []
     for pair in pairs:
         started = time.perf_counter()
         try:
             if max_pixels is not None:
                 check_header_pixels(pair.ir, max_pixels)
                 check_header_pixels(pair.vi, max_pixels)
-            source = load_pair(pair)
+            loaded.append((pair, load_pair(pair), started))
+        except (ImageError, OSError) as exc:
+            rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
+    fused = fuse_sources(generator, [source for _, source, _ in loaded], tiles, precision)
+    for (pair, source, started), luma in zip(loaded, fused, strict=True):
+        try:
+            image = compose_output(source, luma, rounding)
+            write_image(Path(out_dir) / f"{pair.stem}.png", image)
+            row = {"name": pair.stem, **score_fused(pair, image, metrics, device)}
         except (ImageError, OSError) as exc:
             rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
             continue
-        tiled = tiles is not None and tiles.wants_tiles(*source.ir.shape)
-        groups.setdefault(("tiled", pair.stem) if tiled else source.ir.shape, []).append((pair, source, started))
-    for key, members in groups.items():
-        if key[0] == "tiled":
-            fused = [fuse_luma(generator, members[0][1].ir, members[0][1].vis_y, tiles, precision)]
-        else:
-            irs, vis = np.stack([m[1].ir for m in members]), np.stack([m[1].vis_y for m in members])
-            fused = fuse_luma_batch(generator, irs, vis, precision)
-        for (pair, source, started), luma in zip(members, fused, strict=True):
-            try:
-                image = compose_output(source, luma, rounding)
-                write_image(Path(out_dir) / f"{pair.stem}.png", image)
-                row = {"name": pair.stem, **score_fused(pair, image, metrics, device)}
-            except (ImageError, OSError) as exc:
-                rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
-                continue
-            rows[pair.stem] = {**row, "seconds": time.perf_counter() - started}
+        rows[pair.stem] = {**row, "seconds": time.perf_counter() - started}
     return [rows[pair.stem] for pair in pairs]

@@ -1,39 +1,46 @@
-"""Batch fusion of folders and archives on Ray Data, with a registered model or a checkpoint.
+"""Batch fusion of folders and archive shards on Ray Data actors, with a registered model or
+a checkpoint. Two input forms, one verb:
 
-    SRC (folder | .tar | .tar.gz | .zip, local or pyarrow URI)
-      -> safe extraction of the ir/ + vi/ members (archives only)          [driver]
-      -> pairs by stem, minus those already fused                          [driver]
-      -> Ray Data: a pool of model actors fuse, write, score each pair     [actors]
-      -> metrics.csv + manifest.json, then DST folder or archive           [driver]
+**Shards** (one archive, many, a glob, or an ``s3://``/``gs://`` prefix of .tar/.tar.gz/.zip):
 
-Each actor writes ``<stem>.png`` atomically and then a small row file ``.rows/<stem>.json``
-(its metrics); a pair is done when its row exists, so a re-run skips it and a killed run
-leaves only complete images. An output archive is packed from a work folder beside it under
-a temporary name and renamed when complete; its manifest is read back to make a re-run of a
-finished archive a no-op. On a multi-node cluster SRC and DST must be on storage every node
-sees (NFS), or SRC an ``s3://``/``gs://`` archive (the driver copies it into the work folder).
+    driver: list the shards (no byte read), skip those whose output exists
+      -> Ray Data: one task per shard on a pool of model actors, each streaming its shard
+         (``pipelines.shards.fuse_shard``) into DST/<shard>.tar + DST/metrics/<shard>.parquet
+      -> driver: manifest.json from the shards' summaries; DST a folder or object prefix, or
+         a local archive assembled from them
+
+**A folder** (ir/ + vi/, or MSRS test/): the driver lists the pairs, the actors read each
+pair's files and write ``<stem>.png`` atomically, then a small row file ``.rows/<stem>.json``
+(the 'done' mark, so a re-run skips it); a finished run folds the rows into metrics.csv and
+removes them.
+
+Either way the actors report pairs as they finish to a counter the driver's progress bar
+polls, and nothing half-written ever carries a final name.
 """
 
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
+import io
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from dwsfusion.errors import UsageError
 from dwsfusion.evaluate import write_rows_csv
-from dwsfusion.files import atomic_path, atomic_write
+from dwsfusion.files import atomic_write
 from dwsfusion.pairs import ImagePair, PairError, find_pairs, resolve_source
-from dwsfusion.tiling import TileConfig
 
-from .archives import Refused, archive_kind, extract_pairs, read_archive_member, write_archive
-from .config import FuseSettings, filesystem_output
+from .archives import archive_kind, read_archive_member, remove_tree, write_archive
+from .config import FuseSettings, fuse_output
+from .runtime import is_uri
 
 MANIFEST = "manifest.json"
 METRICS_CSV = "metrics.csv"
@@ -43,16 +50,21 @@ ROWS = ".rows"
 class FuseJob(FuseSettings):
     """One batch fusion: the settings, what to fuse, where to, and with which model."""
 
-    input: str  # folder (ir/ + vi/ or MSRS test/), or archive path / URI
-    output: str  # folder, or .tar / .tar.gz / .tgz / .zip, on a filesystem every actor reaches
+    input: tuple[str, ...] = Field(min_length=1)  # a folder (ir/ + vi/), or archives / globs / prefixes of shards
+    output: str  # folder, object-store prefix, or a local .tar / .tar.gz / .tgz / .zip
     model: str | None = None  # models:/name@alias, models:/name/3, runs:/...
     checkpoint: str | None = None  # or a checkpoint file (ours or the release's)
     tracking_uri: str | None = None
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return (value,) if isinstance(value, str) else value
+
     @field_validator("output")
     @classmethod
-    def _a_filesystem_path(cls, value: str) -> str:
-        return filesystem_output(value)
+    def _an_output(cls, value: str) -> str:
+        return fuse_output(value)
 
 
 @dataclass
@@ -111,22 +123,41 @@ def load_model(model: dict):
     return load_registered_generator(model["uri"])
 
 
-class FuseActor:
-    """One model replica: fuse, write the PNG, score, then write the row (the 'done' mark).
-    A call gets up to ``batch_size`` pairs; those of one size (and not tiled) share a forward."""
+class PairCounter:
+    """Pairs done, per unit of work (a shard, or an actor call): a redone unit replaces its
+    count instead of adding to it. A Ray actor the driver's progress bar polls."""
 
-    def __init__(
-        self,
-        model: dict,
-        out_dir: str,
-        metrics: tuple[str, ...],
-        rounding: str,
-        tiles: dict,
-        max_pixels: int,
-        threads: int,
-        precision: str = "fp32",
-        verbose: bool = False,
-    ):
+    def __init__(self):
+        self.done: dict[str, int] = {}
+        self.finished: set[str] = set()
+
+    def report(self, unit: str, done: int, finished: bool = False) -> None:
+        self.done[unit] = done
+        if finished:
+            self.finished.add(unit)
+
+    def total(self) -> tuple[int, int]:
+        """(pairs done, units finished)."""
+        return sum(self.done.values()), len(self.finished)
+
+
+def _at_most_every(seconds: float, call):
+    """``call`` that does nothing when the last call that did was under ``seconds`` ago."""
+    last = -seconds
+
+    def throttled(*args) -> None:
+        nonlocal last
+        if time.monotonic() - last >= seconds:
+            last = time.monotonic()
+            call(*args)
+
+    return throttled
+
+
+class _ModelActor:
+    """One model replica on its CPUs or GPU (the base of both forms' actors)."""
+
+    def __init__(self, model: dict, threads: int, counter, verbose: bool = False):
         import torch
 
         from .runtime import quiet_libraries
@@ -135,84 +166,64 @@ class FuseActor:
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = load_model(model).to(self.device)
-        self.out_dir, self.metrics, self.rounding = Path(out_dir), tuple(metrics), rounding
-        self.tiles, self.max_pixels, self.precision = TileConfig(**tiles), max_pixels, precision
+        self.counter = counter
 
-    def fuse_many(self, pairs: list[ImagePair]) -> list[dict]:
-        """Fuse, write and score (``dwsfusion.fuse.fuse_and_score``), then write each done
-        pair's row: only then is the pair done."""
+    def node(self) -> str:
         import ray
 
-        from dwsfusion.fuse import fuse_and_score
+        return ray.get_runtime_context().get_node_id()[:12]  # which node fused it: the manifest counts them
 
-        settings = (self.metrics, self.rounding, self.tiles, self.precision, self.max_pixels)
-        rows = fuse_and_score(self.generator, pairs, self.out_dir, *settings)
-        node = ray.get_runtime_context().get_node_id()[:12]  # which node fused it: the manifest counts them
-        for row in rows:
-            if "error" not in row:
-                row["node"] = node
-                atomic_write(self.out_dir / ROWS / f"{row['name']}.json", json.dumps(row))
-        return rows
+
+class FuseActor(_ModelActor):
+    """The folder form: fuse, write the PNG, score, then write the row (the 'done' mark). A
+    call gets up to ``batch_size`` pairs; those of one size (and not tiled) share a forward."""
+
+    def __init__(self, model: dict, out_dir: str, job: dict, counter, verbose: bool = False):
+        super().__init__(model, int(max(1, job["cpus_per_actor"])), counter, verbose)
+        self.out_dir, self.job = Path(out_dir), job
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from dwsfusion.fuse import fuse_and_score
+        from dwsfusion.tiling import TileConfig
+
         pairs = [
             ImagePair(str(stem), Path(str(ir)), Path(str(vi)))
             for stem, ir, vi in zip(batch["stem"], batch["ir"], batch["vi"], strict=True)
         ]
-        return {"row": [json.dumps(r) for r in self.fuse_many(pairs)]}
+        job = self.job
+        settings = (tuple(job["metrics"]), job["rounding"], TileConfig(**job["tiles"]), job["precision"])
+        rows = fuse_and_score(self.generator, pairs, self.out_dir, *settings, job["limits"]["max_pixels"])
+        node = self.node()
+        for row in rows:
+            if "error" not in row:
+                row["node"] = node
+                atomic_write(self.out_dir / ROWS / f"{row['name']}.json", json.dumps(row))
+        self.counter.report.remote(pairs[0].stem, len(rows))  # one call, one unit
+        return {"row": [json.dumps(r) for r in rows]}
 
 
-# ------------------------------------------------------------------ inputs
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+class ShardActor(_ModelActor):
+    """The shard form: one call, one whole shard (``pipelines.shards.fuse_shard``). A shard
+    that cannot be read is reported in its summary; the other shards go on."""
 
+    def __init__(self, model: dict, output: str, settings, counter, verbose: bool = False):
+        super().__init__(model, settings.threads, counter, verbose)
+        self.output, self.settings = output, settings
 
-def _local_archive(source: str, work: Path) -> Path:
-    """A local path for the archive: as is, or copied from a pyarrow URI into ``work``."""
-    if "://" not in source or source.startswith("file://"):
-        path = Path(source.removeprefix("file://"))
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: input archive not found")
-        return path
-    import pyarrow.fs as pafs
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from .shards import fuse_shard
 
-    filesystem, remote = pafs.FileSystem.from_uri(source)
-    target = work / ".input" / Path(remote).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        with atomic_path(target) as tmp, filesystem.open_input_stream(remote) as src, tmp.open("wb") as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-    return target
-
-
-def gather_pairs(job: FuseJob, work: Path) -> tuple[list[ImagePair], list[Refused], dict]:
-    """The input's pairs, what was refused (members, unpaired files), and its identity."""
-    if archive_kind(job.input) is None:
-        ir_dir, vi_dir = resolve_source(job.input)
-        identity = {"kind": "folder", "path": str(Path(job.input).resolve())}
-        refused: list[Refused] = []
-    else:
-        archive = _local_archive(job.input, work)
-        digest = _sha256(archive)
-        identity = {"kind": "archive", "path": job.input, "sha256": digest}
-        extracted = work / ".input" / digest[:16]
-        record = extracted / "refused.json"
-        if record.is_file():  # extracted by an earlier (interrupted) run of the same archive
-            refused = [Refused(**r) for r in json.loads(record.read_text())]
-        else:
-            refused = extract_pairs(archive, extracted, job.limits)
-            atomic_write(record, json.dumps([asdict(r) for r in refused]))
-        ir_dir, vi_dir = extracted / "ir", extracted / "vi"
-    pairs, unpaired = find_pairs(ir_dir, vi_dir, strict=False)
-    refused += [Refused(str(u.path), u.reason) for u in unpaired]
-    if not pairs:
-        raise PairError(f"{job.input}: no IR/VIS pairs found" + "".join(f"; {r}" for r in refused[:5]))
-    return pairs, refused, identity
+        summaries = []
+        for shard in map(str, batch["shard"]):
+            # The bar polls every second: a report every half second, not one call per pair.
+            report = _at_most_every(0.5, lambda done, shard=shard: self.counter.report.remote(shard, done))
+            try:
+                summary = fuse_shard(self.generator, shard, self.output, self.settings, report)
+            except Exception as exc:  # noqa: BLE001 - named in the manifest; the run goes on
+                summary = {"input": shard, "error": f"{type(exc).__name__}: {exc}"}
+            self.counter.report.remote(shard, summary.get("pairs", 0), finished=True)
+            summaries.append(json.dumps({**summary, "node": self.node()}))
+        return {"summary": summaries}
 
 
 # ------------------------------------------------------------------ the run
@@ -242,7 +253,13 @@ def _default_actors(job: FuseJob) -> int:
     return max(1, int(resources.get("CPU", 1) // job.cpus_per_actor))
 
 
-def _run_actors(job: FuseJob, model: dict, todo: list[ImagePair], out_dir: Path, progress: bool) -> list[dict]:
+def _run_pool(
+    job: FuseJob, items: list[dict], actor: type, kwargs: dict, total: int | None, progress: bool
+) -> tuple[list[dict], float | None]:
+    """``items`` through a pool of ``actor`` (one block each, so a free actor takes the next),
+    while a progress bar counts the pairs the actors report (``total`` None: not known before
+    the shards are read; the bar then shows the shards finished). Returns the actors' outputs
+    and when the first pair was seen done (``time.perf_counter``, to the second)."""
     import ray
     from tqdm import tqdm
 
@@ -250,89 +267,281 @@ def _run_actors(job: FuseJob, model: dict, todo: list[ImagePair], out_dir: Path,
 
     runtime.ensure_ray(dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts pairs, not blocks
-    actors = job.actors or _default_actors(job)
-    actors = min(actors, len(todo))
-    items = [{"stem": p.stem, "ir": str(p.ir.resolve()), "vi": str(p.vi.resolve())} for p in todo]
-    dataset = ray.data.from_items(items, override_num_blocks=min(len(items), actors * 4)).map_batches(
-        FuseActor,
-        fn_constructor_kwargs={
-            "model": model,
-            "out_dir": str(out_dir.resolve()),
-            "metrics": job.metrics,
-            "rounding": job.rounding,
-            "tiles": asdict(job.tiles),
-            "max_pixels": job.limits.max_pixels,
-            "threads": int(max(1, job.cpus_per_actor)),
-            "precision": job.precision,
-            "verbose": runtime.VERBOSE,
-        },
-        batch_size=job.batch_size,
+    actors = min(job.actors or _default_actors(job), len(items))
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: the bar must outlive any worker node the run loses.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    counter = ray.remote(num_cpus=0, scheduling_strategy=here)(PairCounter).remote()
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        actor,
+        fn_constructor_kwargs={**kwargs, "counter": counter, "verbose": runtime.VERBOSE},
+        batch_size=job.batch_size if actor is FuseActor else 1,
         # All the actors asked for start at once (an autoscaling pool would start one and add the
         # rest only once a backlog builds); the pool may shrink to one when a node is lost.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
         num_cpus=job.cpus_per_actor,
         num_gpus=job.gpus_per_actor,
     )
-    rows = []
-    with tqdm(total=len(todo), desc="fuse", unit="pair", disable=not progress) as bar:
-        for record in dataset.iter_rows():
-            rows.append(json.loads(record["row"]))
-            bar.update()
-    return rows
+    outputs: list[dict] = []
+    failed: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            outputs.extend(dataset.iter_rows())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver's thread
+            failed.append(exc)
+
+    reader = threading.Thread(target=consume, name="fuse-results", daemon=True)
+    reader.start()
+    first_pair, pairs, units = None, 0, 0
+    with tqdm(total=total, desc="fuse", unit="pair", disable=not progress) as bar:
+        while reader.is_alive():
+            reader.join(timeout=1.0)
+            try:
+                pairs, units = ray.get(counter.total.remote(), timeout=10)
+            except (ray.exceptions.RayError, TimeoutError):  # the bar is best effort, never the run's failure
+                continue
+            first_pair = first_pair or (time.perf_counter() if pairs else None)
+            bar.update((pairs if total is None else min(total, pairs)) - bar.n)
+            if total is None:
+                bar.set_postfix_str(f"{units}/{len(items)} shards", refresh=False)
+        if total is not None and not failed:  # the actors' last reports may trail their results
+            bar.update(total - bar.n)
+    ray.kill(counter)
+    if failed:
+        raise failed[0]
+    return outputs, first_pair
+
+
+def _manifest(model: dict, settings: dict, identity: dict, counts: dict, **more) -> dict:
+    return {
+        "format": "dwsfusion-batch-fuse",
+        "model": model,
+        "input": identity,
+        "settings": settings,
+        "counts": counts,
+        **more,
+    }
+
+
+def _refuse_other_run(previous: dict | None, where: str, model: dict, settings: dict) -> None:
+    if previous and not _same_run(previous, model, settings):
+        raise FileExistsError(f"{where}: holds fusions of another model or settings (see its {MANIFEST})")
+
+
+# ------------------------------------------------------------------ shards
+def _read_json(output: str, name: str) -> dict | None:
+    from data_prep.manifest import filesystem, read_json
+
+    fs, root = filesystem(output)
+    return read_json(fs, f"{root.rstrip('/')}/{name}")
+
+
+def _write_json(output: str, name: str, payload: dict) -> None:
+    from data_prep.manifest import filesystem, write_json
+
+    fs, root = filesystem(output)
+    write_json(fs, f"{root.rstrip('/')}/{name}", payload)
+
+
+def _fuse_shards(job: FuseJob, model: dict, settings: dict, target: str, progress: bool) -> dict:
+    """Every shard not yet done in ``target`` (see the module docstring); returns the manifest."""
+    from data_prep.manifest import filesystem
+
+    from .shards import (
+        METRICS_FOLDER,
+        ShardSettings,
+        clear_temporaries,
+        finished_shards,
+        list_shards,
+        read_summary,
+        shard_names,
+    )
+
+    started = time.perf_counter()
+    names = shard_names(list_shards(job.input))
+    identity = {"kind": "shards", "inputs": list(job.input)}
+    _refuse_other_run(_read_json(target, MANIFEST), target, model, settings)
+    fs, root = filesystem(target)
+    fs.create_dir(root, recursive=True)
+    _write_json(target, MANIFEST, _manifest(model, settings, identity, {}, status="running"))
+    done_before = finished_shards(target) & names.keys()
+    todo = [shard for name, shard in names.items() if name not in done_before]
+    shard_settings = ShardSettings(
+        metrics=tuple(job.metrics),
+        rounding=job.rounding,
+        tiles=job.tiles,
+        precision=job.precision,
+        limits=job.limits,
+        batch_size=job.batch_size,
+        threads=int(max(1, job.cpus_per_actor)),
+    )
+    kwargs = {"model": model, "output": target, "settings": shard_settings}
+    items = [{"shard": s} for s in todo]
+    outputs, first_pair = _run_pool(job, items, ShardActor, kwargs, None, progress) if todo else ([], None)
+    now = {json.loads(o["summary"])["input"]: json.loads(o["summary"]) for o in outputs}
+    summaries = [now.get(shard) or read_summary(target, name) for name, shard in names.items()]
+    broken = [s for s in summaries if "error" in s]
+    failures = [f"{s['input']}: {s['error']}" for s in broken]
+    failures += [f"{s['input']}: {f}" for s in summaries for f in s.get("refusals", []) + s.get("failures", [])]
+    whole = [s for s in summaries if "error" not in s]
+    counts = {
+        "shards": len(names),
+        "shards_done_before": len(done_before),
+        "shards_failed": len(broken),
+        "pairs": sum(s["pairs"] for s in whole),
+        "fused": sum(s["fused"] for s in whole),
+        "fused_this_run": sum(s["fused"] for s in now.values() if "error" not in s),
+        "failed": sum(s["failed"] for s in whole) + len(broken),
+        "refused": sum(s["refused"] for s in whole),
+    }
+    nodes = collections.Counter()
+    for s in now.values():
+        nodes[s.get("node", "?")] += s.get("fused", 0)
+    for folder in (root, f"{root.rstrip('/')}/{METRICS_FOLDER}"):
+        clear_temporaries(fs, folder)  # what killed runs left, once every shard is done
+    manifest = _manifest(
+        model,
+        settings,
+        identity,
+        counts,
+        status="finished" if not broken else "incomplete",
+        nodes=dict(nodes),  # pairs fused per Ray node in this run
+        failures=failures,
+        seconds=time.perf_counter() - started,
+        first_pair_s=first_pair and first_pair - started,  # seconds to the first fused pair (to 1 s)
+        shards=names,  # output name -> input shard
+    )
+    _write_json(target, MANIFEST, manifest)
+    return manifest
+
+
+def _pack_shards(work: str, archive: str, manifest: dict) -> None:
+    """A local archive from the finished shards of ``work``: ``<key>.png`` (``<shard>/<key>.png``
+    with several shards), metrics.csv and manifest.json; assembled here, on the driver."""
+    from .shards import iter_fused, read_metrics
+
+    names = list(manifest["shards"])
+    prefix = {shard: f"{name}/" if len(names) > 1 else "" for name, shard in manifest["shards"].items()}
+
+    def members():
+        for name in names:
+            for key, png in iter_fused(work, name):
+                yield f"{prefix[manifest['shards'][name]]}{key}.png", png
+        rows = read_metrics(work, names).to_pylist()
+        for row in rows:
+            row["name"] = prefix[row["shard"]] + row["key"]
+        yield METRICS_CSV, _csv_bytes(rows, ["name", *manifest["settings"]["metrics"], "seconds", "error"])
+        yield MANIFEST, json.dumps(manifest, indent=2).encode()
+
+    write_archive(members(), archive)
+
+
+def _csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+# ------------------------------------------------------------------ a folder
+def _fuse_folder(job: FuseJob, model: dict, settings: dict, out_dir: Path, progress: bool) -> tuple[dict, int]:
+    """The pairs of a local folder into ``out_dir`` (see the module docstring); returns the
+    manifest and how many pairs were done before this call."""
+    started = time.perf_counter()
+    ir_dir, vi_dir = resolve_source(job.input[0])
+    pairs, unpaired = find_pairs(ir_dir, vi_dir, strict=False)
+    if not pairs:
+        raise PairError(f"{job.input[0]}: no IR/VIS pairs found" + "".join(f"; {u}" for u in unpaired[:5]))
+    identity = {"kind": "folder", "path": str(Path(job.input[0]).resolve())}
+    previous = json.loads((out_dir / MANIFEST).read_text()) if (out_dir / MANIFEST).is_file() else None
+    if previous and not _same_run(previous, model, settings, identity):
+        raise FileExistsError(f"{out_dir}: holds fusions of another input, model or settings (see its {MANIFEST})")
+    (out_dir / ROWS).mkdir(parents=True, exist_ok=True)
+    # Done: a row mark (this or an interrupted run), or a row of a finished run's metrics.csv.
+    finished = {}
+    if previous and (out_dir / METRICS_CSV).is_file():
+        with (out_dir / METRICS_CSV).open() as handle:
+            finished = {r["name"]: r for r in csv.DictReader(handle) if (out_dir / f"{r['name']}.png").is_file()}
+    rows_of = {p.stem: out_dir / ROWS / f"{p.stem}.json" for p in pairs}
+    done = {p.stem for p in pairs if p.stem in finished or rows_of[p.stem].is_file()}
+    todo = [p for p in pairs if p.stem not in done]
+    items = [{"stem": p.stem, "ir": str(p.ir.resolve()), "vi": str(p.vi.resolve())} for p in todo]
+    kwargs = {"model": model, "out_dir": str(out_dir.resolve()), "job": job.model_dump(mode="json")}
+    outputs, first_pair = _run_pool(job, items, FuseActor, kwargs, len(todo), progress) if todo else ([], None)
+    new_rows = [json.loads(o["row"]) for o in outputs]
+    errors = [f"{r['name']}: {r['error']}" for r in new_rows if "error" in r]
+    rows = [
+        json.loads(rows_of[p.stem].read_text()) if rows_of[p.stem].is_file() else finished[p.stem]
+        for p in pairs
+        if rows_of[p.stem].is_file() or p.stem in finished
+    ]
+    manifest = _manifest(
+        model,
+        settings,
+        identity,
+        {
+            "pairs": len(pairs),
+            "fused": len(rows),
+            "fused_this_run": len(todo) - len(errors),
+            "failed": len(errors),
+            "refused": len(unpaired),
+        },
+        nodes=dict(collections.Counter(r.get("node", "?") for r in rows)),  # pairs fused per Ray node
+        failures=[str(u) for u in unpaired] + errors,
+        seconds=time.perf_counter() - started,
+        first_pair_s=first_pair and first_pair - started,  # seconds to the first fused pair (to 1 s)
+    )
+    write_rows_csv(rows, ["name", *job.metrics, "seconds", "node"], out_dir / METRICS_CSV)
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=2))
+    remove_tree(out_dir / ROWS)  # folded into metrics.csv: nothing hidden is left
+    return manifest, len(done)
+
+
+def input_form(job: FuseJob) -> str:
+    """'folder' for one local folder of pairs (ir/ + vi/ or MSRS), else 'shards'."""
+    only = job.input[0] if len(job.input) == 1 else None
+    if only is None or is_uri(only) or not Path(only).is_dir():
+        return "shards"
+    try:
+        resolve_source(only)
+    except PairError:
+        return "shards"  # a folder of archives
+    return "folder"
 
 
 def batch_fuse(job: FuseJob, progress: bool = True) -> FuseResult:
     """Fuse every pair of ``job.input`` into ``job.output``; see the module docstring."""
     model = resolve_model(job)
     settings = _settings(job)
+    form = input_form(job)
     to_archive = archive_kind(job.output) is not None
-    out_dir = Path(f"{job.output}.work") if to_archive else Path(job.output)
+    if form == "folder" and is_uri(job.output):
+        raise UsageError(
+            f"{job.output}: a folder of pairs is fused into a folder or a local archive; to write to object "
+            "storage, give archive shards as the input (tar the folder, or put it in s3:// as shards)"
+        )
     if to_archive and Path(job.output).exists():
         packed = read_archive_member(job.output, MANIFEST)
         finished = json.loads(packed) if packed else None
         if _same_run(finished, model, settings):  # the input was checked when it was packed
             return FuseResult(job.output, 0, finished["counts"]["fused"], finished.get("failures", []), finished)
         raise FileExistsError(f"{job.output}: exists and was not made by this model and these settings")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / ROWS).mkdir(exist_ok=True)
-
-    started = time.perf_counter()
-    pairs, refused, identity = gather_pairs(job, out_dir)
-    previous = out_dir / MANIFEST
-    if previous.is_file() and not _same_run(json.loads(previous.read_text()), model, settings, identity):
-        raise FileExistsError(f"{out_dir}: holds fusions of another input, model or settings (see its {MANIFEST})")
-    done = {p.stem for p in pairs if (out_dir / ROWS / f"{p.stem}.json").is_file()}
-    todo = [p for p in pairs if p.stem not in done]
-    new_rows = _run_actors(job, model, todo, out_dir, progress) if todo else []
-    errors = [f"{r['name']}: {r['error']}" for r in new_rows if "error" in r]
-    rows = [
-        json.loads((out_dir / ROWS / f"{p.stem}.json").read_text())
-        for p in pairs
-        if (out_dir / ROWS / f"{p.stem}.json").is_file()
-    ]
-    failures = [str(r) for r in refused] + errors
-    manifest = {
-        "format": "dwsfusion-batch-fuse",
-        "model": model,
-        "input": identity,
-        "settings": settings,
-        "counts": {
-            "pairs": len(pairs),
-            "fused": len(rows),
-            "fused_this_run": len(todo) - len(errors),
-            "failed": len(errors),
-            "refused": len(refused),
-        },
-        "nodes": dict(collections.Counter(r.get("node", "?") for r in rows)),  # pairs fused per Ray node
-        "failures": failures,
-        "seconds": time.perf_counter() - started,
-    }
-    write_rows_csv(rows, ["name", *job.metrics, "seconds"], out_dir / METRICS_CSV)
-    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=2))
-    if to_archive:  # failures are listed in the packed manifest
-        files = sorted(out_dir / f"{r['name']}.png" for r in rows) + [out_dir / METRICS_CSV, out_dir / MANIFEST]
-        write_archive(files, out_dir, job.output)
-        from .archives import remove_tree
-
-        remove_tree(out_dir)
-    return FuseResult(job.output, len(todo) - len(errors), len(done), failures, manifest)
+    work = f"{job.output}.work" if to_archive else job.output  # an archive is built from a visible work folder
+    if form == "folder":
+        Path(work).mkdir(parents=True, exist_ok=True)
+        manifest, skipped = _fuse_folder(job, model, settings, Path(work), progress)
+        if to_archive:
+            rows = [r["name"] for r in csv.DictReader(io.StringIO((Path(work) / METRICS_CSV).read_text()))]
+            files = [f"{name}.png" for name in rows] + [METRICS_CSV, MANIFEST]
+            write_archive(((name, (Path(work) / name).read_bytes()) for name in files), job.output)
+    else:
+        manifest = _fuse_shards(job, model, settings, work, progress)
+        skipped = manifest["counts"]["fused"] - manifest["counts"]["fused_this_run"]
+        if to_archive and manifest["status"] == "finished":  # else the work folder stays for the rerun
+            _pack_shards(work, job.output, manifest)
+    if to_archive and Path(job.output).exists():
+        remove_tree(Path(work))
+    return FuseResult(job.output, manifest["counts"]["fused_this_run"], skipped, manifest["failures"], manifest)

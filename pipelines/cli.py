@@ -26,7 +26,7 @@ from data_prep.config import PrepSettings
 from dwsfusion.errors import UsageError
 
 from .config import FuseSettings, RegisterSettings, SamplesSettings, validate
-from .runtime import how_to_see, output_location, output_path, set_verbosity, tracking_uri
+from .runtime import how_to_see, is_uri, output_location, output_path, set_verbosity, tracking_uri
 
 DISPATCH_DESTS = ("verb", "action")  # the parser's own: no option may use them (tested)
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db under the home)"
@@ -201,7 +201,7 @@ def _fuse(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 1 if report.failed else 0
 
-    from .archives import ArchiveLimits
+    from .archives import ArchiveLimits, archive_kind
     from .batch_fuse import FuseJob, batch_fuse
 
     defaults = ArchiveLimits()
@@ -217,18 +217,20 @@ def _fuse(args: argparse.Namespace) -> int:
         FuseJob,
         tiles=_tiles(args),
         limits=limits,
-        output=output_location(args.output, "--output"),  # the job refuses an object store by name
+        input=args.input,
+        output=output_location(args.output, "--output"),
         tracking_uri=tracking_uri(getattr(args, "tracking_uri", None)) if model else None,
     )
     result = batch_fuse(job, progress=not args.quiet)
     counts = result.manifest.get("counts", {})
-    print(
-        f"fused {result.fused} pair(s) now, {result.skipped} already done; {counts.get('pairs')} pair(s) in {job.input}"
-    )
+    shards = f" in {counts['shards']} shard(s)" if "shards" in counts else ""
+    print(f"fused {result.fused} pair(s) now, {result.skipped} already done; {counts.get('pairs')} pair(s){shards}")
     for problem in result.failures:
         print(f"refused/failed: {problem}", file=sys.stderr)
-    print(f"output:   {Path(result.output).resolve()} (metrics.csv and manifest.json inside)")
-    return 1 if counts.get("failed") else 0
+    where = result.output if is_uri(result.output) else Path(result.output).resolve()
+    inside = "<shard>.tar, metrics/<shard>.parquet" if shards and archive_kind(result.output) is None else "metrics.csv"
+    print(f"output:   {where} ({inside} and manifest.json)")
+    return 1 if counts.get("failed") or result.manifest.get("status") == "incomplete" else 0
 
 
 def _add_fuse(verbs: argparse._SubParsersAction) -> None:
@@ -241,9 +243,11 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
         "fuse",
         help="fuse IR/VIS pairs: folders with a checkpoint, or folders/archives on Ray actors",
         description="Folder form (one process, no Ray): --checkpoint C --ir DIR --vi DIR --out DIR [--device cuda]. "
-        "Batch form (Ray Data actors): --input SRC --output DST with --model models:/NAME@ALIAS or --checkpoint C; "
-        "SRC is a folder with ir/ + vi/ or a .tar/.tar.gz/.zip (path or URI), DST a folder or archive. An option of "
-        "one form given to the other is refused.",
+        "Batch form (Ray Data actors): --input SRC [SRC ...] --output DST with --model models:/NAME@ALIAS or "
+        "--checkpoint C; SRC is a folder with ir/ + vi/, or archive shards: .tar/.tar.gz/.tgz/.zip files, globs "
+        "(quoted: 'night/*.tar') or folders / s3:// gs:// prefixes holding them; DST a folder, an s3:// gs:// prefix "
+        "(shards in, one fused shard out per shard) or a local .tar/.tar.gz/.zip. An option of one form given to "
+        "the other is refused.",
         argument_default=argparse.SUPPRESS,  # given options only: each form checks what it was given
     )
     p.add_argument("--checkpoint", help="generator file, training checkpoint folder or the authors' .pth (both forms)")
@@ -259,20 +263,26 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
     folder.add_argument("--out", help="folder for <stem>.png")
     folder.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     batch = p.add_argument_group("batch form")
-    batch.add_argument("--input", help="folder with ir/ + vi/, or .tar / .tar.gz / .zip (path or URI)")
-    batch.add_argument("--output", help="folder, or .tar / .tar.gz / .zip")
+    batch.add_argument(
+        "--input",
+        nargs="+",
+        metavar="SRC",
+        help="a folder with ir/ + vi/, or archive shards: files, quoted globs, folders or s3:// gs:// prefixes",
+    )
+    batch.add_argument("--output", help="a folder, an s3:// gs:// prefix, or a local .tar / .tar.gz / .zip")
     batch.add_argument("--model", help="MLflow model URI, e.g. models:/dwsfusion@champion")
     batch.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db)"
     )
     add_settings(batch, FuseSettings, only=("actors", "cpus_per_actor", "gpus_per_actor", "batch_size", "metrics"))
     limits = ArchiveLimits()
-    batch.add_argument("--max-members", type=int, help=f"archive: most members read (default: {limits.max_members})")
+    shard = "per archive shard"
+    batch.add_argument("--max-members", type=int, help=f"{shard}: most members read (default: {limits.max_members})")
     batch.add_argument(
-        "--max-member-mb", type=int, help=f"archive: largest member (default: {limits.max_member_bytes >> 20})"
+        "--max-member-mb", type=int, help=f"{shard}: largest member in MiB (default: {limits.max_member_bytes >> 20})"
     )
     batch.add_argument(
-        "--max-total-gb", type=int, help=f"archive: most GiB extracted (default: {limits.max_total_bytes >> 30})"
+        "--max-total-gb", type=int, help=f"{shard}: most GiB read (default: {limits.max_total_bytes >> 30})"
     )
     batch.add_argument("--max-pixels", type=int, help=f"largest image, from its header (default: {MAX_PIXELS})")
     p.set_defaults(quiet=False, verbose=False)

@@ -123,13 +123,15 @@ class RegisterSettings(BaseModel):
         return value
 
 
-def filesystem_output(value: str) -> str:
-    """A batch fusion output: a folder or archive on a filesystem, never an object-store URI."""
-    if is_uri(value):
+def fuse_output(value: str) -> str:
+    """A batch fusion output: a folder, a local archive, or an object-store prefix (shards out).
+    An object-store archive is refused by name: one archive is assembled on the driver."""
+    from .archives import archive_kind
+
+    if is_uri(value) and archive_kind(value) is not None:
         raise ValueError(
-            f"{value}: batch fusion writes to a folder or archive on a filesystem every actor reaches (a local "
-            "path on one machine, a shared mount such as /mnt/shared on a cluster); write it there, then copy "
-            "it to object storage (e.g. aws s3 cp --recursive DST s3://bucket/prefix)"
+            f"{value}: on object storage the output is a prefix (s3://bucket/night-fused/: one fused shard per "
+            "input shard, written by the workers); an archive output (.tar, .tar.gz, .zip) is a local path"
         )
     return value.removeprefix("file://")
 
@@ -138,7 +140,9 @@ class FuseSettings(BaseModel):
     """How batch fusion runs (``dwsfusion fuse --input/--output``, the workflow's ``fuse:``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    metrics: tuple[str, ...] = Field(METRIC_NAMES, description="metrics per pair in metrics.csv (() for none)")
+    metrics: tuple[str, ...] = Field(
+        METRIC_NAMES, description="metrics per pair: all, none, or a list such as Qabf,VIF,SSIM"
+    )
     rounding: Literal["truncate", "round"] = Field(
         "truncate", description="float -> integer pixels: the release truncates, or round to nearest"
     )

@@ -41,11 +41,14 @@ def loss_curves(history: list[dict[str, float]]):
     }
     fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     for ax, (title, keys) in zip(axes, groups.items(), strict=True):
-        for key in keys:
-            if key in history[0]:
-                ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
+        plotted = [key for key in keys if key in history[0]]
+        for key in plotted:
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
+        if plotted:
+            ax.legend(fontsize=7)
+        else:  # e.g. no critics at adversarial weight 0: say so, not an empty legend (and its warning)
+            ax.text(0.5, 0.5, "not trained", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     return fig

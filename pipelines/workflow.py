@@ -40,11 +40,11 @@ from .config import (
     SamplesSettings,
     TrainConfig,
     TrainSettings,
-    filesystem_output,
+    fuse_output,
     validate,
 )
 from .lock import WorkflowLock
-from .runtime import location_exists, store_path, tracking_uri, use_tracking
+from .runtime import is_uri, location_exists, store_path, tracking_uri, use_tracking
 
 MARKER = "_DONE.json"
 STATE = "workflow.json"
@@ -57,7 +57,7 @@ class WorkflowFuse(FuseSettings):
     @field_validator("output")
     @classmethod
     def _a_filesystem_path(cls, value: str) -> str:
-        return filesystem_output(value)  # refused when the config loads, not after training
+        return fuse_output(value)  # refused when the config loads, not after training
 
 
 class WorkflowConfig(BaseModel):
@@ -265,11 +265,12 @@ def _fuse(ctx: StepContext) -> dict:
     from .batch_fuse import FuseJob, batch_fuse
 
     settings = ctx.config.fuse
-    output = Path(settings.output) if Path(settings.output).is_absolute() else ctx.out / settings.output
+    given = settings.output
+    output = given if is_uri(given) else str(Path(given) if Path(given).is_absolute() else ctx.out / given)
     job = FuseJob(
         **settings.model_dump(exclude={"input", "output"}),
         input=settings.input or ctx.inputs["samples"]["pairs"],
-        output=str(output),
+        output=output,
         model=ctx.inputs["register"]["model_uri"],
         tracking_uri=ctx.config.tracking_uri(),
     )

@@ -11,6 +11,9 @@ forced across nodes, and nodes removed mid-run.
 - batch fusion with actors on two nodes writing one output; then a node removed mid-run: the
   lost actor's pairs are fused by the others, nothing duplicated or half-written, the manifest
   counts right;
+- the same with no shared path: archive shards in an S3 bucket (moto's server on loopback, set
+  in every node's environment), fused shards and Parquet tables written back to it, a node
+  removed mid-run, every pair fused exactly once and no temporary object left;
 - a workflow whose training node is removed (no retries): it fails, a spare node joins, and
   ``dwsfusion pipeline resume`` finishes it, training continuing from its last checkpoint.
 
@@ -20,8 +23,10 @@ benchmarks/results/node_loss.json)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -55,7 +60,23 @@ def record(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3():
+    """moto's S3 server, in this process's environment before the nodes start (their workers
+    inherit it, as a real cluster's nodes get the variables from their setup)."""
+    pytest.importorskip("moto")
+    from tests.ray.servers import moto_s3, s3_client
+
+    saved = dict(os.environ)
+    with moto_s3() as env:
+        os.environ.update(env)
+        s3_client(env).create_bucket(Bucket="drill")
+        yield env
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     """A head without CPUs for work and two worker nodes: 'a' and 'b' (2 CPUs, one 'train'
     slot each). Tests add spare nodes and remove nodes."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
@@ -250,6 +271,81 @@ def test_fuse_actors_on_two_nodes_write_one_output_and_survive_a_lost_node(
         }
     )
     nodes["d"] = spare
+
+
+def test_shards_from_a_bucket_to_a_bucket_survive_a_lost_node(
+    cluster, s3, tmp_path, random_checkpoint, record, monkeypatch
+):
+    """No shared path for the data: six shards in s3://drill/in/, two actors on two nodes stream
+    them and write fused shards and Parquet tables to s3://drill/out/; a node is removed once
+    a shard is done. Every pair ends up fused exactly once, in its own shard's output."""
+    import pyarrow.parquet as pq
+
+    from tests.ray.servers import s3_client
+
+    head, nodes = cluster
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "wait_for_min_actors_s", 120)
+    source = write_samples(tmp_path / "src", count=8, seed=6, sizes=((241, 321),))
+    stems = sorted(p.stem for p in (source / "ir").iterdir())
+    client, expected = s3_client(s3), {}
+    for shard in range(6):
+        archive = tmp_path / f"night-{shard}.tar"
+        with tarfile.open(archive, "w") as packed:
+            for stem in stems:
+                packed.add(source / "ir" / f"{stem}.png", f"s{shard}-{stem}.ir.png")
+                packed.add(source / "vi" / f"{stem}.png", f"s{shard}-{stem}.vi.png")
+        client.upload_file(str(archive), "drill", f"in/night-{shard}.tar")
+        expected[f"night-{shard}"] = [f"s{shard}-{stem}" for stem in stems]
+    job = FuseJob(
+        input="s3://drill/in/",
+        output="s3://drill/out/",
+        checkpoint=str(random_checkpoint),  # on a cluster: --model models:/NAME@ALIAS from the registry
+        actors=2,
+        cpus_per_actor=2,
+        metrics=("Qabf", "SSIM"),
+    )
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=batch_fuse(job, progress=False)))
+    started = time.time()
+    worker.start()
+
+    def done_shards() -> list[str]:
+        listing = client.list_objects_v2(Bucket="drill", Prefix="out/").get("Contents", [])
+        return [o["Key"] for o in listing if o["Key"].endswith(".tar")]
+
+    while time.time() - started < 300 and worker.is_alive() and not done_shards():
+        time.sleep(0.2)
+    done_before = done_shards()
+    assert done_before and worker.is_alive(), "no shard done while the run went on"
+    victim = next(name for name in ("c", "d") if name in nodes)  # both 2-CPU worker nodes hold an actor
+    spare = head.add_node(num_cpus=2, resources={"node_e": 1})
+    head.remove_node(nodes.pop(victim))
+    killed_at = time.time() - started
+    worker.join(timeout=600)
+    assert "result" in outcome, "batch fusion did not finish after the node was lost"
+    manifest = outcome["result"].manifest
+    assert manifest["status"] == "finished" and manifest["counts"]["shards"] == 6
+    assert manifest["counts"]["pairs"] == manifest["counts"]["fused"] == 48 and manifest["counts"]["failed"] == 0
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="drill", Prefix="out/")["Contents"])
+    assert not [k for k in keys if ".tmp-" in k], "temporary objects left"
+    for name, pairs in expected.items():
+        body = client.get_object(Bucket="drill", Key=f"out/{name}.tar")["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            assert tar.getnames() == [f"{key}.fused.png" for key in pairs]  # each pair once, in order
+        table = pq.read_table(
+            io.BytesIO(client.get_object(Bucket="drill", Key=f"out/metrics/{name}.parquet")["Body"].read())
+        )
+        assert table.column("key").to_pylist() == pairs and table.column("error").null_count == len(pairs)
+    record.append(
+        {
+            "drill": "batch fusion from s3:// to s3://, 6 shards of 8 pairs, 2 actors of 2 CPUs (one per node)",
+            "removed": f"node {victim} (one fuse actor)",
+            "removed_after_s": round(killed_at, 1),
+            "shards_done_before": len(done_before),
+            "survived": f"all 48 pairs fused once into their shards' outputs; pairs per node {manifest['nodes']}",
+        }
+    )
+    nodes["e"] = spare
 
 
 def test_a_workflow_that_lost_its_training_node_finishes_with_pipeline_resume(cluster, tmp_path, record):

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -25,7 +26,7 @@ ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
 from dwsfusion.checkpoints import load_generator, save_generator  # noqa: E402
-from dwsfusion.color import read_image  # noqa: E402
+from dwsfusion.color import read_image, read_image_bytes  # noqa: E402
 from dwsfusion.fuse import fuse_luma, load_pair  # noqa: E402
 from dwsfusion.model import Generator  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
@@ -119,24 +120,69 @@ def test_fuse_zip_by_alias_then_rerun_is_a_no_op(registry, archives, tmp_path):
     assert again.fused == 0 and again.skipped == len(stems)
 
 
-def test_fuse_resumes_a_killed_folder_run(registry, archives, tmp_path, random_checkpoint):
-    root, stems = archives
+def _shards(samples_dir: Path, root: Path) -> dict[str, list[str]]:
+    """The sample pairs as three shards, one per layout and format: shard name -> keys."""
+    names = sorted(p.name for p in (samples_dir / "ir").glob("*.png"))
+    with tarfile.open(root / "s0.tar", "w") as shard:  # WebDataset: <key>.ir.png + <key>.vi.png
+        shard.add(samples_dir / "ir" / names[0], "k0.ir.png")
+        shard.add(samples_dir / "vi" / names[0], "k0.vi.png")
+    with tarfile.open(root / "s1.tar.gz", "w:gz") as shard:  # folders, every IR before any VIS
+        shard.add(samples_dir / "ir" / names[1], "seq/ir/k1.png")
+        shard.add(samples_dir / "vi" / names[1], "seq/vi/k1.png")
+    with zipfile.ZipFile(root / "s2.zip", "w") as shard:
+        shard.write(samples_dir / "ir" / names[2], "ir/k2.png")
+        shard.write(samples_dir / "vi" / names[2], "vi/k2.png")
+    return {"s0": ["k0"], "s1": ["seq/k1"], "s2": ["k2"]}
+
+
+def test_shards_fuse_like_the_folder_form_and_a_killed_run_resumes(tmp_path, random_checkpoint, samples_dir):
+    """Three shards (both layouts; tar, tar.gz, zip) by a glob -> one fused shard and one Parquet
+    table each, the images those of the folder form. A run killed inside a shard (its outputs
+    absent, its temporary files left) resumes: only that shard is redone, nothing hidden stays."""
+    (tmp_path / "in").mkdir()
+    shards = _shards(samples_dir, tmp_path / "in")
+    out = tmp_path / "out"
     job = FuseJob(
-        input=str(root / "pairs.tar.gz"),
-        output=str(tmp_path / "out"),
-        checkpoint=str(random_checkpoint),
-        actors=1,
-        metrics=(),
+        input=str(tmp_path / "in" / "s*"), output=str(out), checkpoint=str(random_checkpoint), actors=2, metrics=METRICS
     )
-    batch_fuse(job, progress=False)
-    # Simulate a kill after the first pair: the other pairs' row marks and images are gone.
-    for stem in stems[1:]:
-        (tmp_path / "out" / ".rows" / f"{stem}.json").unlink()
-        (tmp_path / "out" / f"{stem}.png").unlink()
-    result = batch_fuse(job, progress=False)
-    assert (result.fused, result.skipped) == (len(stems) - 1, 1)
-    assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == stems
-    assert not list((tmp_path / "out").glob(".*.tmp"))
+    first = batch_fuse(job, progress=False)
+    assert (first.fused, first.skipped, first.failures) == (3, 0, [])
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "metrics", "s0.tar", "s1.tar", "s2.tar"]
+    fused = {}
+    for name, keys in shards.items():
+        with tarfile.open(out / f"{name}.tar") as tar:
+            assert tar.getnames() == [f"{k}.fused.png" for k in keys]
+            fused.update({k: tar.extractfile(f"{k}.fused.png").read() for k in keys})
+    table = pq.read_table(out / "metrics").to_pandas()  # the folder reads as one table
+    assert sorted(table["key"]) == sorted(fused) and table[list(METRICS)].notna().all().all()
+    assert table["error"].isna().all() and set(table["shard"]) == {
+        str(tmp_path / "in" / n) for n in ("s0.tar", "s1.tar.gz", "s2.zip")
+    }
+    folder = FuseJob(
+        input=str(samples_dir), output=str(tmp_path / "folder"), checkpoint=str(random_checkpoint), metrics=()
+    )
+    assert batch_fuse(folder, progress=False).fused == 3
+    assert not (tmp_path / "folder" / ".rows").exists()  # folded into metrics.csv
+    again = batch_fuse(folder, progress=False)
+    assert (again.fused, again.skipped) == (0, 3)
+    stems = sorted(p.stem for p in (samples_dir / "ir").glob("*.png"))
+    for stem, key in zip(stems, ["k0", "seq/k1", "k2"], strict=True):
+        shard_image = read_image_bytes(fused[key], key)[0].astype(int)
+        assert np.abs(shard_image - read_image(tmp_path / "folder" / f"{stem}.png")[0]).max() <= 1
+
+    # The state a kill inside s1 leaves: no s1 outputs, its temporary files, the manifest 'running'.
+    (out / "s1.tar").unlink()
+    (out / "metrics" / "s1.parquet").unlink()
+    (out / ".s1.tar.tmp-0123456789ab").write_bytes(b"half a shard")
+    (out / "metrics" / ".s1.parquet.tmp-0123456789ab").write_bytes(b"half a table")
+    resumed = batch_fuse(job, progress=False)
+    assert (resumed.fused, resumed.skipped) == (1, 2) and resumed.manifest["counts"]["shards_done_before"] == 2
+    assert resumed.manifest["status"] == "finished" and resumed.manifest["counts"]["fused"] == 3
+    assert not [p for p in out.rglob(".*")], "hidden files left after a finished run"
+    assert batch_fuse(job, progress=False).fused == 0
+    other = job.model_copy(update={"metrics": ("SSIM",)})
+    with pytest.raises(FileExistsError, match="another model or settings"):
+        batch_fuse(other, progress=False)
 
 
 def test_cli_fuses_a_tar_by_alias_in_a_fresh_process(registry, archives, tmp_path):
@@ -166,8 +212,9 @@ def test_cli_fuses_a_tar_by_alias_in_a_fresh_process(registry, archives, tmp_pat
     with tarfile.open(out) as packed:
         names = packed.getnames()
         manifest = json.loads(packed.extractfile("manifest.json").read())
-    assert sorted(names) == sorted([f"{s}.png" for s in stems] + ["metrics.csv", "manifest.json"])
+    assert sorted(names) == sorted([f"night/{s}.png" for s in stems] + ["metrics.csv", "manifest.json"])
     assert manifest["model"]["version"] == first.version and manifest["counts"]["fused"] == len(stems)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fused.tar"]  # no work folder left
 
 
 def _release_or_random(random_checkpoint) -> tuple[Path, Path]:

@@ -1,20 +1,18 @@
 """The pipeline against real servers on loopback ports, as on a cluster: an S3-compatible object
 store (moto's server, given to every tool through ``AWS_ENDPOINT_URL``) and an MLflow tracking
 server with proxied artifacts. ``prep`` writes its shards to ``s3://``; training keeps its Ray
-Train storage there; batch fusion reads an archive from ``s3://`` and refuses an ``s3://`` output
-before any work; registration, the promotion gate and fusion by ``models:/NAME@ALIAS`` go
+Train storage there; batch fusion streams an archive shard from an ``s3://`` prefix to another
+(one fused shard, its Parquet table, the manifest) and refuses an ``s3://`` archive output before
+any work; registration, the promotion gate and fusion by ``models:/NAME@ALIAS`` go
 through the MLflow server, and the commands say how to see it (the server's URL)."""
 
 from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,8 @@ pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("moto")
 
+from tests.ray.servers import free_port, moto_s3, s3_client, server_log, stop, wait_for  # noqa: E402
+
 RAY_SESSION = False  # every Ray here is a subprocess's own
 # Minutes of servers or simulated nodes: outside the default suite (docs/testing.md).
 pytestmark = pytest.mark.slow
@@ -32,77 +32,30 @@ REPO = Path(__file__).resolve().parents[2]
 DWSFUSION = str(BIN / "dwsfusion")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError as exc:
-            if getattr(exc, "code", None):  # an HTTP error: the server answers
-                return
-            assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else "died"
-            time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-@pytest.fixture  # fresh servers per test: moto's server once hung on a sweep after the workflow test
+@pytest.fixture  # fresh servers per test, their output in files (a full stderr pipe once hung moto's server)
 def servers(tmp_path_factory):
     root = tmp_path_factory.mktemp("servers")
-    s3_port, mlflow_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "RAY_ADDRESS": "",
-    }
-    moto = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    tracking = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"]
-        + [
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{s3_port}/", moto)
-        _wait(f"http://127.0.0.1:{mlflow_port}/health", tracking)
-
-        _s3(env).create_bucket(Bucket="fusion")
-        yield root, env, f"http://127.0.0.1:{mlflow_port}"
-    finally:
-        for process in (moto, tracking):
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # moto's server can sit in a request: do not fail the tests for it
-                process.kill()
-                process.wait(timeout=30)
-
-
-def _s3(env: dict):
-    """This process's S3 client on the local server (the environment above is the subprocesses')."""
-    import boto3
-
-    keys = {k.lower(): env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"], **keys)
+    mlflow_port, log = free_port(), server_log("mlflow")
+    with moto_s3() as s3, log.open("w") as output:
+        env = {**os.environ, **s3, "RAY_ADDRESS": ""}
+        tracking = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"]
+            + [
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{mlflow_port}/health", tracking, log=log)
+            s3_client(env).create_bucket(Bucket="fusion")
+            yield root, env, f"http://127.0.0.1:{mlflow_port}"
+        finally:
+            stop(tracking)
 
 
 def _dwsfusion(env: dict, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
@@ -141,7 +94,7 @@ def test_prep_and_training_keep_their_data_in_object_storage(servers, tmp_path):
     assert read.stdout.strip() == "0", read.stderr[-2000:]  # the printed URI reads back
     run_id = re.search(r"MLflow run:\s+(\w+)", done.stdout).group(1)
 
-    keys = [o["Key"] for o in _s3(env).list_objects_v2(Bucket="fusion")["Contents"]]
+    keys = [o["Key"] for o in s3_client(env).list_objects_v2(Bucket="fusion")["Contents"]]
     assert "patches/manifest.json" in keys and any(k.startswith("train/on-s3/checkpoint_") for k in keys)
 
     # Registration and the gate through the server, then fusion by alias of an archive read from s3://
@@ -151,16 +104,20 @@ def test_prep_and_training_keep_their_data_in_object_storage(servers, tmp_path):
     with tarfile.open(archive, "w:gz") as packed:
         packed.add(tmp_path / "src" / "ir", "night/ir")
         packed.add(tmp_path / "src" / "vi", "night/vi")
-    _s3(env).upload_file(str(archive), "fusion", "in/night.tar.gz")
+    s3_client(env).upload_file(str(archive), "fusion", "in/night.tar.gz")
     by_alias = ["--model", "models:/on-s3@champion", "--tracking-uri", tracking, "--metrics", "Qabf", "--quiet"]
-    done = _dwsfusion(
-        env, "fuse", *by_alias, "--input", "s3://fusion/in/night.tar.gz", "--output", str(tmp_path / "out")
-    )
-    assert "fused 4 pair(s) now" in done.stdout and len(list((tmp_path / "out").glob("*.png"))) == 4
+    done = _dwsfusion(env, "fuse", *by_alias, "--input", "s3://fusion/in/", "--output", "s3://fusion/out/")
+    assert "fused 4 pair(s) now, 0 already done; 4 pair(s) in 1 shard(s)" in done.stdout
+    keys = sorted(o["Key"] for o in s3_client(env).list_objects_v2(Bucket="fusion", Prefix="out/")["Contents"])
+    assert [k for k in keys if not k.endswith("/")] == [
+        "out/manifest.json",
+        "out/metrics/night.parquet",
+        "out/night.tar",
+    ]
     refused = _dwsfusion(
-        env, "fuse", *by_alias, "--input", "s3://fusion/in/night.tar.gz", "--output", "s3://fusion/out", expect=2
+        env, "fuse", *by_alias, "--input", "s3://fusion/in/", "--output", "s3://fusion/o.zip", expect=2
     )
-    assert "s3://fusion/out" in refused.stderr and "copy it to object storage" in refused.stderr
+    assert "s3://fusion/o.zip" in refused.stderr and "the output is a prefix" in refused.stderr
     client = mlflow.MlflowClient(tracking)
     assert client.get_model_version_by_alias("on-s3", "champion").run_id == run_id
 
@@ -184,7 +141,7 @@ def test_the_workflow_keeps_shards_and_checkpoints_in_object_storage(servers, tm
         f"mlflow_tracking_uri={tracking}",
         *shorter,
     )
-    keys = [o["Key"] for o in _s3(env).list_objects_v2(Bucket="fusion", Prefix="workflows/")["Contents"]]
+    keys = [o["Key"] for o in s3_client(env).list_objects_v2(Bucket="fusion", Prefix="workflows/")["Contents"]]
     assert any(re.fullmatch(r"workflows/quickstart/prep-\w+/patches/manifest\.json", k) for k in keys), keys[:20]
     assert any(re.match(r"workflows/quickstart/train-\w+/ray/[^/]+/checkpoint_", k) for k in keys), keys[:20]
     steps = tmp_path / "workflows" / "quickstart" / "steps"
@@ -210,7 +167,7 @@ def test_a_sweep_keeps_its_trials_in_object_storage(servers, tmp_path):
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     _dwsfusion(env, "tune", "--config", str(tmp_path / "sweep.yaml"), "--quiet")
-    keys = [o["Key"] for o in _s3(env).list_objects_v2(Bucket="fusion", Prefix="tune/on-s3/")["Contents"]]
+    keys = [o["Key"] for o in s3_client(env).list_objects_v2(Bucket="fusion", Prefix="tune/on-s3/")["Contents"]]
     trials = {k.split("/")[3] for k in keys if re.match(r"tune/on-s3/trials/trial_[^/]+/checkpoint_", k)}
     assert len(trials) == 2, keys[:30]  # both trials checkpointed under the sweep's URI, not a folded local path
     assert not list(Path.cwd().glob("s3:*"))

@@ -138,13 +138,33 @@ def test_fuse_forms_refuse_each_others_options(random_checkpoint, samples_dir, t
     assert "missing --output" in capsys.readouterr().err
     assert main(["fuse", *batch, "--metrics", "Qabf,Bogus"]) == 2
     assert "unknown Bogus" in capsys.readouterr().err
-    # object storage as output: refused by name before any work (not folded into a local "s3:/..." folder)
+    # object storage: a prefix takes shards, not a folder of pairs, and an object is no archive output;
+    # both refused by name before any work (not folded into a local "s3:/..." folder)
     assert main(["fuse", *batch[:4], "--output", "s3://bucket/out"]) == 2
-    assert "s3://bucket/out" in capsys.readouterr().err and not list(Path.cwd().glob("s3:*"))
+    assert "s3://bucket/out: a folder of pairs is fused into a folder or a local archive" in capsys.readouterr().err
+    assert main(["fuse", *batch[:2], "--input", "s3://bucket/in/", "--output", "s3://bucket/out.zip"]) == 2
+    assert "s3://bucket/out.zip: on object storage the output is a prefix" in capsys.readouterr().err
+    assert not list(Path.cwd().glob("s3:*"))
     for verb in (["samples", "--out"], ["fuse", *folder, "--out"], ["quickstart", "--workdir"]):
         assert main([*verb, "s3://bucket/x"]) == 2  # local-only outputs refuse a URI by name
         assert "s3://bucket/x: this command writes local files only" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_batch_form_takes_several_inputs_and_what_its_help_says():
+    """``--input`` takes many shards; ``--metrics`` takes what its help names (all, none, a list)."""
+    from pipelines.batch_fuse import FuseJob
+    from pipelines.cli import build_parser, settings_from
+
+    parser = build_parser()
+    args = parser.parse_args(["fuse", "--checkpoint", "c.pt", "--input", "a.tar", "s3://b/night/", "--output", "o"])
+    assert args.input == ["a.tar", "s3://b/night/"]
+    fuse = next(a for a in parser._subparsers._group_actions[0].choices["fuse"]._actions if a.dest == "metrics")
+    assert "all, none, or a list" in fuse.help and "()" not in fuse.help
+    for given, metrics in (("none", ()), ("all", METRIC_NAMES), ("Qabf,VIF", ("Qabf", "VIF"))):
+        args = parser.parse_args(["fuse", "--checkpoint", "c", "--input", "a.tar", "--output", "o", "--metrics", given])
+        job = settings_from(args, FuseJob, input=args.input, output=args.output, checkpoint="c")
+        assert job.metrics == metrics and job.input == ("a.tar",)
 
 
 def test_the_console_script_runs_samples_fuse_and_evaluate(tmp_path, random_checkpoint):
