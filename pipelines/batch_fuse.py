@@ -283,35 +283,40 @@ def _run_pool(
         num_cpus=job.cpus_per_actor,
         num_gpus=job.gpus_per_actor,
     )
-    outputs: list[dict] = []
-    failed: list[BaseException] = []
+    first_pair: list[float] = []
+    stop = threading.Event()
 
-    def consume() -> None:
+    def poll(bar) -> None:
+        """The bar, from the counter, once a second; best effort, never the run's failure."""
         try:
-            outputs.extend(dataset.iter_rows())
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver's thread
-            failed.append(exc)
+            pairs, units = ray.get(counter.total.remote(), timeout=5)
+        except (ray.exceptions.RayError, TimeoutError):
+            return
+        if pairs and not first_pair:
+            first_pair.append(time.perf_counter())
+        bar.update((pairs if total is None else min(total, pairs)) - bar.n)
+        if total is None:
+            bar.set_postfix_str(f"{units}/{len(items)} shards", refresh=False)
 
-    reader = threading.Thread(target=consume, name="fuse-results", daemon=True)
-    reader.start()
-    first_pair, pairs, units = None, 0, 0
+    def watch(bar) -> None:
+        while not stop.wait(1.0):
+            poll(bar)
+
     with tqdm(total=total, desc="fuse", unit="pair", disable=not progress) as bar:
-        while reader.is_alive():
-            reader.join(timeout=1.0)
-            try:
-                pairs, units = ray.get(counter.total.remote(), timeout=10)
-            except (ray.exceptions.RayError, TimeoutError):  # the bar is best effort, never the run's failure
-                continue
-            first_pair = first_pair or (time.perf_counter() if pairs else None)
-            bar.update((pairs if total is None else min(total, pairs)) - bar.n)
-            if total is None:
-                bar.set_postfix_str(f"{units}/{len(items)} shards", refresh=False)
-        if total is not None and not failed:  # the actors' last reports may trail their results
+        # The results are read on this (the main) thread, so that a signal or Ctrl-C stops the run
+        # here; the poller is stopped before Ray shuts down, so nothing calls into Ray after it.
+        watcher = threading.Thread(target=watch, args=(bar,), name="fuse-progress", daemon=True)
+        watcher.start()
+        try:
+            outputs = list(dataset.iter_rows())
+        finally:
+            stop.set()
+            watcher.join()
+        poll(bar)
+        if total is not None:  # the actors' last reports may trail their results
             bar.update(total - bar.n)
     ray.kill(counter)
-    if failed:
-        raise failed[0]
-    return outputs, first_pair
+    return outputs, (first_pair or [None])[0]
 
 
 def _manifest(model: dict, settings: dict, identity: dict, counts: dict, **more) -> dict:

@@ -498,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a short line, not a traceback from inside Ray
+        resume = " (the same command again goes on: what was fused is kept)" if args.verb == "fuse" else ""
+        print(f"\ninterrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -186,3 +186,15 @@ def test_the_console_script_runs_samples_fuse_and_evaluate(tmp_path, random_chec
     assert f"fused 2 pair(s) into {tmp_path / 'fused'}" in done.stdout
     done = run("evaluate", *pairs, "--fused", str(tmp_path / "fused"), "--csv", str(tmp_path / "m.csv"), "--quiet")
     assert "Qabf" in done.stdout and (tmp_path / "m.csv").is_file()
+
+
+def test_ctrl_c_is_a_short_line_and_status_130(monkeypatch, capsys):
+    from pipelines import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.HANDLERS, "fuse", interrupted)
+    assert main(["fuse", "--checkpoint", "c", "--input", "a.tar", "--output", "o"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (the same command again goes on" in err and "Traceback" not in err
