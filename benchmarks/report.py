@@ -18,6 +18,8 @@ RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "docs" / "performance.md"
 FIDELITY = REPO / "docs" / "fidelity.md"
 BLOCK = re.compile(r"(<!-- reproduce_tno:[^\n]*-->\n).*?(<!-- end reproduce_tno -->)", re.S)
+SEEDS_BLOCK = re.compile(r"(<!-- reproduce_seeds:[^\n]*-->\n).*?(<!-- end reproduce_seeds -->)", re.S)
+SEED_METRICS = ("Qabf", "VIF", "SSIM", "MI")
 
 
 def _load(name: str) -> dict | None:
@@ -254,8 +256,51 @@ def reproduction() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seed_runs() -> dict[int, tuple[str, dict]]:
+    """Seed -> (file, result) of every reproduction of ``configs/reproduce.yaml`` as shipped but
+    for its seed: reproduce_tno.json (seed 0) and reproduce_tno_seed<N>.json."""
+    runs = {}
+    for path in sorted(RESULTS.glob("reproduce_tno_seed*.json")):
+        runs[int(path.stem.removeprefix("reproduce_tno_seed"))] = (path.name, json.loads(path.read_text()))
+    headline = _load("reproduce_tno")
+    if headline is not None and headline.get("config") == "configs/reproduce.yaml":
+        runs.setdefault(0, ("reproduce_tno.json", headline))
+    return dict(sorted(runs.items()))
+
+
+def seeds() -> str:
+    """Per seed and over the seeds: TNO Qabf / VIF / SSIM / MI against the release."""
+    runs = _seed_runs()
+    if not runs:
+        return "Not run yet.\n"
+    header = " | ".join(f"{m} (× release)" for m in SEED_METRICS)
+    lines = [f"| seed | {header} | best epoch / epochs | minutes | file |", "|---" * (len(SEED_METRICS) + 4) + "|"]
+    ratios: dict[str, list[float]] = {m: [] for m in SEED_METRICS}
+    for seed, (name, r) in runs.items():
+        means = r["tno_means"]
+        cells = []
+        for m in SEED_METRICS:
+            ratio = means["trained"][m] / means["release"][m]
+            ratios[m].append(ratio)
+            cells.append(f"{means['trained'][m]:.3f} ({ratio:.3f})")
+        minutes = f"{r['wall_s'] / 60:.0f}"
+        lines.append(f"| {seed} | {' | '.join(cells)} | {r['best_epoch']} / {r['epochs']} | {minutes} | `{name}` |")
+    mean = " | ".join(f"**{sum(v) / len(v):.3f}**" for v in ratios.values())
+    worst = " | ".join(f"{min(v):.3f}" for v in ratios.values())
+    lines += [f"| mean × release | {mean} | | | |", f"| worst seed × release | {worst} | | | |"]
+    headline = SEED_METRICS[:3]
+    met = all(sum(ratios[m]) / len(ratios[m]) >= 1.0 and min(ratios[m]) >= 0.97 for m in headline)
+    lines += [
+        "",
+        f"{len(runs)} seed(s). Goal (mean ≥ 1.00× and worst seed ≥ 0.97× the release on Qabf, VIF and SSIM, "
+        f"over 3 seeds or more): **{'met' if met and len(runs) >= 3 else 'not met'}**.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_fidelity(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + reproduction() + m.group(2), text)
+    text = BLOCK.sub(lambda m: m.group(1) + reproduction() + m.group(2), text)
+    return SEEDS_BLOCK.sub(lambda m: m.group(1) + seeds() + m.group(2), text)
 
 
 def main() -> None:

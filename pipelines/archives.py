@@ -127,7 +127,7 @@ def tar_members(source: str | os.PathLike | BinaryIO) -> Iterator[tuple[str, str
             if info.isdir():
                 continue
             if not info.isfile():
-                yield info.name, "link or special file refused (only regular files are extracted)", None
+                yield info.name, "link or special file refused (only regular files are read)", None
                 continue
             yield info.name, None, archive.extractfile(info)
 
@@ -140,7 +140,7 @@ def zip_members(source: str | os.PathLike | BinaryIO) -> Iterator[tuple[str, str
                 continue
             mode = info.external_attr >> 16
             if mode and (mode & 0o170000) not in (0, 0o100000):  # a symlink or special file
-                yield info.filename, "link or special file refused (only regular files are extracted)", None
+                yield info.filename, "link or special file refused (only regular files are read)", None
                 continue
             with archive.open(info) as stream:
                 yield info.filename, None, stream
