@@ -126,17 +126,19 @@ def _batch_fuse(r: dict) -> list[str]:
 
 def _batch_fuse_scale(r: dict) -> list[str]:
     sizes = "; ".join(
-        f"{int(size):,} pairs ({v['shards']} shards, {v['input_mb'] / 1024:.1f} GB): first pair after "
-        f"**{v['first_pair_s']:.0f} s**, driver peak RSS **{v['driver_peak_rss_mb']:.0f} MB**, driver wrote "
+        f"{int(size):,} pairs ({v['shards']} shards, {v['input_mb'] / 1024:.1f} GB): first pair written after "
+        f"**{v['first_pair_written_s']:.0f} s**, driver peak RSS **{v['driver_peak_rss_mb']:.0f} MB**, driver wrote "
         f"**{v['driver_bytes_written_mb']:.1f} MB**"
-        + ("" if v["finished"] else f" (stopped after {v['fused'] or 0:,} pairs)")
+        + ("" if v["finished"] else f" (stopped {r['cap_s']:.0f} s after the first shard, {v['shards_done']} done)")
         for size, v in r["scale"].items()
     )
     one, two = r["throughput"]["1_actors"], r["throughput"]["2_actors"]
     return [
-        f"| `dwsfusion fuse --input DIR --output DIR --metrics none --actors 2`, {r['image']}, "
-        f"{r['shard_pairs']} pairs per shard, as the archive grows | {sizes} |",
-        f"| steady pairs/s ({r['throughput_pairs']} pairs in 4 shards, 1 CPU per actor) vs a bare loop "
+        f"| `dwsfusion fuse --input DIR --output DIR --metrics none --actors 2 --batch-size "
+        f"{next(iter(r['scale'].values()))['batch_size']}`, {r['image']}, {r['shard_pairs']} pairs per shard, "
+        f"as the archive grows | {sizes} |",
+        f"| steady pairs/s ({r['throughput_pairs']} pairs in 4 shards, 1 CPU per actor, --batch-size "
+        f"{r['throughput_batch_size']}) vs a bare loop "
         f"(one process, one thread) | bare loop {r['bare_loop_pairs_per_second']:.2f}; 1 actor "
         f"{one['steady_pairs_per_second']:.2f} ({one['over_bare']:.2f}×); "
         f"2 actors {two['steady_pairs_per_second']:.2f}: "
