@@ -149,7 +149,9 @@ class FuseSettings(BaseModel):
     actors: int | None = Field(None, ge=1, description="model replicas (default: one per GPU, else per CPU)")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs (and torch threads) per actor")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per actor (fractions share a GPU)")
-    batch_size: int = Field(1, ge=1, description="pairs per actor call; same-size pairs share one forward")
+    batch_size: int = Field(
+        1, ge=1, description="pairs per forward pass, same size (1 is fastest on a CPU; 16 or more on a GPU)"
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="inference precision (autocast)")
     tiles: TileConfig = TileConfig()
     limits: ArchiveLimits = ArchiveLimits()

@@ -52,11 +52,11 @@ STATE = "workflow.json"
 
 class WorkflowFuse(FuseSettings):
     input: str | None = None  # default: the workflow's source pairs
-    output: str = "fused"  # folder or archive name inside the step's folder (or an absolute path)
+    output: str = "fused"  # folder or archive inside the step's folder, an absolute path, or an s3:// prefix
 
     @field_validator("output")
     @classmethod
-    def _a_filesystem_path(cls, value: str) -> str:
+    def _an_output(cls, value: str) -> str:
         return fuse_output(value)  # refused when the config loads, not after training
 
 
