@@ -122,13 +122,18 @@ def evaluate_generator(
     return result
 
 
-def write_rows_csv(rows: list[dict], columns: list[str], path: str | os.PathLike) -> Path:
-    """One row per image in the given column order (other keys ignored), written atomically."""
+def rows_csv(rows: list[dict], columns: list[str]) -> str:
+    """One CSV line per row in the given column order (other keys ignored), with a header."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    return atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_rows_csv(rows: list[dict], columns: list[str], path: str | os.PathLike) -> Path:
+    """``rows_csv`` written atomically."""
+    return atomic_write(path, rows_csv(rows, columns))
 
 
 def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from dwsfusion.errors import UsageError
-from dwsfusion.evaluate import write_rows_csv
+from dwsfusion.evaluate import rows_csv, write_rows_csv
 from dwsfusion.files import atomic_write
 from dwsfusion.pairs import ImagePair, PairError, find_pairs, resolve_source
 
@@ -256,10 +256,10 @@ def _default_actors(job: FuseJob) -> int:
 def _run_pool(
     job: FuseJob, items: list[dict], actor: type, kwargs: dict, total: int | None, progress: bool
 ) -> tuple[list[dict], float | None]:
-    """``items`` through a pool of ``actor`` (one block each, so a free actor takes the next),
-    while a progress bar counts the pairs the actors report (``total`` None: not known before
-    the shards are read; the bar then shows the shards finished). Returns the actors' outputs
-    and when the first pair was seen done (``time.perf_counter``, to the second)."""
+    """``items`` through a pool of ``actor``, while a progress bar counts the pairs the actors
+    report (``total`` None: not known before the shards are read; the bar then shows the shards
+    finished). Returns the actors' outputs and when the first pair was seen done
+    (``time.perf_counter``, to the second)."""
     import ray
     from tqdm import tqdm
 
@@ -273,7 +273,9 @@ def _run_pool(
     # On the driver's node: the bar must outlive any worker node the run loses.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     counter = ray.remote(num_cpus=0, scheduling_strategy=here)(PairCounter).remote()
-    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+    # A shard is a block of its own (a free actor takes the next); pairs come in a few blocks per actor.
+    blocks = len(items) if actor is ShardActor else min(len(items), actors * 4)
+    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         actor,
         fn_constructor_kwargs={**kwargs, "counter": counter, "verbose": runtime.VERBOSE},
         batch_size=job.batch_size if actor is FuseActor else 1,
@@ -437,18 +439,10 @@ def _pack_shards(work: str, archive: str, manifest: dict) -> None:
         rows = read_metrics(work, names).to_pylist()
         for row in rows:
             row["name"] = prefix[row["shard"]] + row["key"]
-        yield METRICS_CSV, _csv_bytes(rows, ["name", *manifest["settings"]["metrics"], "seconds", "error"])
+        yield METRICS_CSV, rows_csv(rows, ["name", *manifest["settings"]["metrics"], "seconds", "error"]).encode()
         yield MANIFEST, json.dumps(manifest, indent=2).encode()
 
     write_archive(members(), archive)
-
-
-def _csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
 
 
 # ------------------------------------------------------------------ a folder
