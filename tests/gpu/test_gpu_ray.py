@@ -1,6 +1,7 @@
 """Ray on a CUDA device: training with ``use_gpu`` (one worker on nccl; two workers sharing
 one GPU on gloo), and batch fusion with GPU actors against the CPU path. Needs Ray and MLflow
-as well as CUDA: ``pytest -m "gpu and ray" tests/gpu``; skipped where either is missing."""
+as well as CUDA: ``pytest -m "gpu and ray" tests/gpu``; skipped where either is missing. A
+two-trial Tune sweep shares the GPU too."""
 
 from __future__ import annotations
 
@@ -72,6 +73,31 @@ def test_two_workers_share_one_gpu_and_stay_identical(patches):
     last = state["history"][-1]
     assert last["ranks_identical"] == 1.0 and last["rank_parameter_spread"] == 0.0
     assert np.isfinite(last["train_g_total"])
+
+
+def test_a_two_trial_sweep_shares_the_gpu(patches):
+    """Ray Tune on the GPU: two trials at once, each one worker on half the GPU (gloo)."""
+    from tune import SweepConfig, run_sweep
+
+    train = TrainConfig(
+        data=str(patches / "patches"),
+        storage_path=str(patches / "storage"),
+        name="sweep-base",
+        use_gpu=True,
+        gpus_per_worker=0.5,
+        num_workers=1,
+        epochs=1,
+        batch_size=4,
+        max_steps_per_epoch=2,
+        materialize=True,
+        mlflow_tracking_uri=f"sqlite:///{patches / 'mlflow.db'}",
+    )
+    sweep = SweepConfig(
+        train=train, name="gpu-sweep", storage_path=str(patches / "tune"), num_samples=2, max_concurrent=2
+    )
+    result = run_sweep(sweep.model_copy(update={"scheduler": "fifo"}), progress=False)
+    assert len(result.table) == 2 and np.isfinite(result.best_score)
+    assert result.best_checkpoint is not None
 
 
 def test_gpu_actors_fuse_like_the_cpu(tmp_path, ray_gpu, random_checkpoint, samples_dir):
