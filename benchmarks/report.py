@@ -263,7 +263,9 @@ def _seed_runs() -> dict[int, tuple[str, dict]]:
     for its seed: reproduce_tno.json (seed 0) and reproduce_tno_seed<N>.json."""
     runs = {}
     for path in sorted(RESULTS.glob("reproduce_tno_seed*.json")):
-        runs[int(path.stem.removeprefix("reproduce_tno_seed"))] = (path.name, json.loads(path.read_text()))
+        seed = re.fullmatch(r"reproduce_tno_seed(\d+)", path.stem)  # not another recipe's _seed3_ema
+        if seed:
+            runs[int(seed.group(1))] = (path.name, json.loads(path.read_text()))
     headline = _load("reproduce_tno")
     if headline is not None and headline.get("config") == "configs/reproduce.yaml":
         runs.setdefault(0, ("reproduce_tno.json", headline))

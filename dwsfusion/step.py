@@ -109,18 +109,25 @@ def train_step(
     sync_gradients: Callable[[nn.Module], None] = _no_sync,
     grad_clip: float | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    critic_steps: int | None = None,
 ) -> dict[str, float]:
     """One step of the release's schedule. ir, vi: (B, 1, H, W) in [0, 1], H, W > 160.
-    Returns every loss term as a float (generator terms, then ``d_ir_*``, ``d_vi_*``). With
-    ``weights.adversarial == 0`` the critics are neither run nor trained (no ``d_*`` terms):
-    the generator step alone, about 1.6x faster (docs/fidelity.md on why a recipe sets it).
+    Returns every loss term as a float (generator terms, then ``d_ir_*``, ``d_vi_*``, the
+    critics' last update). ``critic_steps``: updates of each critic on this batch before the
+    generator's (fresh penalty interpolates each time; WGAN-GP's n_critic); None: 1 with an
+    adversarial term, 0 without. With ``weights.adversarial == 0`` and no ``critic_steps`` the
+    critics are neither run nor trained (no ``d_*`` terms): the generator step alone, about 1.6x
+    faster (docs/fidelity.md on why a recipe sets it); with ``critic_steps`` they train while the
+    generator does not see them yet (a warm-up).
     Under fp16 autocast pass a ``torch.amp.GradScaler``: it scales all three backward passes
     and the penalty's inner gradient, and is updated once per step. The loss values are
     read back once, at the end (one device sync per step, not one per term)."""
+    if critic_steps is None:  # weight 0: no critic term, so the critics are neither run nor trained
+        critic_steps = 1 if weights.adversarial else 0
     out = nets.generator(ir, vi)
     terms: dict[str, torch.Tensor] = {}
-    if weights.adversarial:  # weight 0: no critic term, so the critics are neither run nor trained
-        fake = out.fused.detach()
+    fake = out.fused.detach()
+    for _ in range(critic_steps):
         for name, critic, real in (("d_ir", nets.d_ir, ir), ("d_vi", nets.d_vi, vi)):
             critic_terms = critic_losses(critic, real, fake, weights.gradient_penalty, scaler)
             _apply(critic_terms["loss"], critic, getattr(optimizers, name), sync_gradients, grad_clip, scaler)

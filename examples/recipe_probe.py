@@ -6,9 +6,12 @@ statistics training left, and with them re-estimated on the fusion path
 (the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
 there), ``--init`` (continue from a probe checkpoint, its optimiser states included), ``--patch``
 (crop side), ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does),
-``--vis-noise`` (grey levels of Gaussian noise on the training VIS, as ``vis_noise`` in training)
-and ``--fusion-init`` (where the fusion head starts, as ``fusion_init`` in training; this probe
-keeps ``release`` by default, the start every probe recorded before ``sum`` existed ran from).
+``--vis-noise`` (grey levels of Gaussian noise on the training VIS, as ``vis_noise`` in training),
+the critics' ``--critic-steps`` (updates per generator step, ``train_step``'s ``critic_steps``),
+``--lr-d`` (their rate) and ``--adversarial-from STEP`` (they train from the start, the generator
+sees their term after STEP), and ``--fusion-init`` (where the fusion head starts, as
+``fusion_init`` in training; this probe keeps ``release`` by default, the start every probe
+recorded before ``sum`` existed ran from).
 
 Writes benchmarks/results/recipe_probe_<name>.json (the TNO means per evaluation) and a
 checkpoint per evaluation under --work. The findings in docs/fidelity.md come from these runs.
@@ -17,6 +20,8 @@ Run: python examples/recipe_probe.py --name constant_lr [--steps 600 --every 100
      python examples/recipe_probe.py --name scale_0.6 --steps 400 --every 200 --adversarial 0 --patch 176 --scale 0.6
      python examples/recipe_probe.py --name fusion_sum_800 --steps 800 --every 200 --adversarial 0 --patch 176 \
          --scale 0.6 --vis-noise 3 --fusion-init sum
+     python examples/recipe_probe.py --name gan_0.01 --steps 600 --every 200 --adversarial 0.01 --patch 176 \
+         --scale 0.6 --vis-noise 3 --fusion-init sum --critic-steps 2 --lr-d 0.001 --adversarial-from 200
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--adversarial", type=float, default=0.1)
+    parser.add_argument("--lr-d", type=float, help="the critics' rate (default: --lr)")
+    parser.add_argument("--critic-steps", type=int, default=1, help="critic updates per generator step")
+    parser.add_argument("--adversarial-from", type=int, default=0, help="the generator sees the critics from here")
     parser.add_argument("--decay-at", type=int, nargs="*", default=[])
     parser.add_argument("--init", help="a checkpoint this script wrote (continues from its step)")
     parser.add_argument("--patch", type=int, default=240, help="crop side (> 160 for MS-SSIM)")
@@ -77,7 +85,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     nets = build_networks(fusion_init=args.fusion_init)
-    opts = build_optimizers(nets, args.lr, args.lr)
+    opts = build_optimizers(nets, args.lr, args.lr_d or args.lr)
     start = 0
     if args.init:
         state = torch.load(args.init, weights_only=True)
@@ -86,7 +94,7 @@ def main() -> None:
         for key, optimizer in (("generator", opts.generator), ("d_ir", opts.d_ir), ("d_vi", opts.d_vi)):
             optimizer.load_state_dict(state["optimizers"][key])
             for group in optimizer.param_groups:
-                group["lr"] = args.lr
+                group["lr"] = args.lr if key == "generator" else args.lr_d or args.lr
         start = state["step"]
     rng = np.random.default_rng(start)
     noise_draws = torch.Generator().manual_seed(start)
@@ -100,6 +108,8 @@ def main() -> None:
         return {k: v[0] for k, v in evaluation.summary().items()}
 
     weights = LossWeights(adversarial=args.adversarial)
+    warm_up = LossWeights(adversarial=0.0)  # the critics train, the generator does not see them
+    critic_steps = args.critic_steps if args.adversarial else 0
     evaluations, started = [], time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     for step in range(start + 1, args.steps + 1):
@@ -107,7 +117,8 @@ def main() -> None:
             for optimizer in (opts.generator, opts.d_ir, opts.d_vi):
                 for group in optimizer.param_groups:
                     group["lr"] *= 0.1
-        train_step(nets, opts, *crops(), weights)
+        seen = weights if step > args.adversarial_from else warm_up
+        train_step(nets, opts, *crops(), seen, critic_steps=critic_steps)
         if step % args.every and step != args.steps:
             continue
         recalibrated = copy.deepcopy(nets.generator)
@@ -133,7 +144,8 @@ def main() -> None:
         f"recipe_probe_{args.name}",
         {
             "recipe": f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
-            f"lr {args.lr}, adversarial {args.adversarial}, VIS noise {args.vis_noise}, "
+            f"lr {args.lr}, adversarial {args.adversarial} from step {args.adversarial_from} "
+            f"({critic_steps} critic steps at lr {args.lr_d or args.lr}), VIS noise {args.vis_noise}, "
             f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init})",
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,

@@ -1,9 +1,10 @@
 """Train DWSFusion from scratch with the release's recipe through the pipeline's own commands,
 then score it on TNO beside the authors' release and pixel-wise mean and max fusion.
 
-1. ``dwsfusion prep`` on ../shared/data/RoadScene, resized by 0.6 (the release trained on MSRS
-   at half size) into 176x176 patches on a dense grid (stride 8, standing in for random crops);
-   10 % of the images held out for validation. TNO is never seen in training.
+1. ``dwsfusion prep`` on ../shared/data/RoadScene (or ``--source``: an MSRS root), resized by 0.6
+   (the release trained on MSRS at half size) into 176x176 patches on a dense grid (stride 8,
+   standing in for random crops); 10 % of the images held out for validation. TNO is never
+   seen in training.
 2. ``dwsfusion train --config configs/reproduce.yaml`` (Ray Train, one worker, the release's
    generator optimiser, learning rate, batch, plateau schedule and early stopping, adversarial
    weight 0 as docs/fidelity.md explains; learning curves and fusion grids in MLflow).
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import SHARED, write_result  # noqa: E402
 
+from data_prep import load_manifest  # noqa: E402
 from dwsfusion.evaluate import evaluate_folders  # noqa: E402
 from dwsfusion.fuse import fuse_pairs  # noqa: E402
 from dwsfusion.model import Generator, GeneratorConfig  # noqa: E402
@@ -59,32 +61,36 @@ def _dwsfusion(*args: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--source", type=Path, help="training pairs: an MSRS root or ir/ + vi/ (default: ../shared/data/RoadScene)"
+    )
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "reproduce", help="prep, training, fused images")
     parser.add_argument("--patch-size", type=int, default=PATCH, help="training patch side (prep)")
     parser.add_argument("--stride", type=int, default=STRIDE, help="patch grid step (prep)")
-    parser.add_argument("--scale", type=float, default=SCALE, help="resize the RoadScene pairs first (prep)")
+    parser.add_argument("--scale", type=float, default=SCALE, help="resize the training pairs first (prep)")
     parser.add_argument(
         "--fit-patch", action="store_true", help="shrink the pairs --scale would make too small only to the patch"
     )
     parser.add_argument("--tag", help="write benchmarks/results/reproduce_tno_<tag>.json instead")
     parser.add_argument("overrides", nargs="*", help="key=value for configs/reproduce.yaml (e.g. epochs=2)")
     args = parser.parse_args()
-    roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
-    if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir():
-        raise SystemExit(f"{SHARED}/data/RoadScene and TNO are needed")
+    source, tno = args.source or SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
+    if not source.is_dir() or not (tno / "ir").is_dir():
+        raise SystemExit(f"{source} and {tno} are needed")
     work = args.work.resolve()
     started = time.perf_counter()
 
     patches = work / "patches"
     prep = ["--patch-size", str(args.patch_size), "--stride", str(args.stride), "--scale", str(args.scale)]
     prep += ["--val-fraction", "0.1", "--quiet"] + (["--fit-patch"] if args.fit_patch else [])
-    _dwsfusion("prep", "--source", str(roadscene), "--out", str(patches), *prep)
+    _dwsfusion("prep", "--source", str(source), "--out", str(patches), *prep)
     run = [f"data={patches}", f"storage_path={work / 'train'}", f"mlflow_tracking_uri=sqlite:///{work / 'mlflow.db'}"]
     resume = ["--resume"] if (work / "train" / "reproduce").exists() else []
     out = _dwsfusion("train", "--config", str(REPO / "configs" / "reproduce.yaml"), *run, *args.overrides, *resume)
     checkpoint = re.search(r"last checkpoint: (\S+)", out).group(1)
     train_seconds = time.perf_counter() - started
 
+    counts = load_manifest(str(patches))["counts"]
     state = load_train_state(checkpoint)
     generator = Generator(GeneratorConfig(**state["generator_config"]))
     generator.load_state_dict(state["best"]["generator"])
@@ -107,7 +113,8 @@ def main() -> None:
     write_result(
         "reproduce_tno" + (f"_{args.tag}" if args.tag else ""),
         {
-            "train_source": f"{roadscene} (50 pairs; {resized}{grid}, 10 % of images for val)",
+            "train_source": f"{source} ({counts['train']['pairs']} training pairs, {counts['val']['pairs']} "
+            f"for val; {resized}{grid})",
             "prep": {
                 "patch_size": args.patch_size,
                 "stride": args.stride,

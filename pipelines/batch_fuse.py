@@ -253,6 +253,15 @@ def _default_actors(job: FuseJob) -> int:
     return max(1, int(resources.get("CPU", 1) // job.cpus_per_actor))
 
 
+def _execute(dataset) -> list[dict]:
+    """The pool's dataset, run to its end in a Ray task on the driver's node rather than in the
+    driver: Ray Core logs a needless error from whichever process creates a restartable actor
+    whose arguments sit in the object store, as every Ray Data actor's do (ray-project/ray#57733).
+    From a worker that line reaches the console through Ray's log streaming, which drops it
+    (``runtime.RAY_NOISE``); from the driver it would go straight to the terminal."""
+    return list(dataset.iter_rows())
+
+
 def _run_pool(
     job: FuseJob, items: list[dict], actor: type, kwargs: dict, total: int | None, progress: bool
 ) -> tuple[list[dict], float | None]:
@@ -310,7 +319,9 @@ def _run_pool(
         watcher = threading.Thread(target=watch, args=(bar,), name="fuse-progress", daemon=True)
         watcher.start()
         try:
-            outputs = list(dataset.iter_rows())
+            # On the driver's node, as the bar; not retried: a rerun resumes from the rows written.
+            execute = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy=here)(_execute)
+            outputs = ray.get(execute.remote(dataset))
         finally:
             stop.set()
             watcher.join()

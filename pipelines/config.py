@@ -223,6 +223,11 @@ class TrainSettings(BaseModel):
     # (dwsfusion.augment.add_visible_noise): gives a clean visible set the pixel-level detail
     # of the images fusion will see (docs/fidelity.md). 0: none.
     vis_noise: float = Field(0.0, ge=0, le=64)
+    # Score, schedule and keep an exponential moving average of the generator's weights
+    # (torch.optim.swa_utils, updated every step, this decay) instead of the raw weights, the
+    # usual steadier for a GAN generator. 0: off, the release's way; 0.995 did not lift the
+    # recipe's worst seed (docs/fidelity.md, "Averaging the weights").
+    ema_decay: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(TrainSettings):

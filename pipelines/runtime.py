@@ -160,18 +160,55 @@ VERBOSE = False  # set by the CLI's --verbose: Ray's and MLflow's own logs, per-
 QUIET = False  # set by the CLI's --quiet: no progress bars
 
 
+# Ray's lines that say nothing a user can act on, dropped from the console unless --verbose
+# (each measured in a quickstart's output, Ray 2.60). Lines other processes send the driver go
+# through Ray's documented RAY_DEDUP_LOGS_SKIP_REGEX, read when ``ray`` is imported:
+RAY_NOISE = "|".join(
+    (
+        # Ray Core's C++ errors for its own internals: every Ray Data actor pool and Ray Train's
+        # PreemptionWatcher (ray-project/ray#53727), and a kill racing a worker's exit (#58544).
+        r"core_worker\.cc:\d+: Actor with class name: .* max_restarts > 0",
+        r"gcs_actor_scheduler\.cc:\d+: Failed to kill actor",
+        # Ray Data's coordinators, once each, when bars are off (off in a log, see ensure_ray).
+        r"Progress bars disabled\. To enable",
+    )
+)
+# ... and the driver's own log records, by logger and the start of the message:
+DRIVER_NOTICES = {
+    "ray.data._internal.progress": ("Progress bars disabled",),
+    # The local Ray's default since 2.59; a cluster's users are told in docs/cluster.md.
+    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled",),
+}
+
+
+class _DropNotices(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return VERBOSE or not str(record.msg).startswith(self.starts)
+
+
 def quiet_libraries(verbose: bool = False) -> None:
-    """Keep the console to our own lines unless ``verbose``: Ray Data's and MLflow's INFO logs
-    and MLflow's download bars. Called in the driver and again in every worker that logs to MLflow, since
-    Ray and MLflow configure their loggers when they are imported."""
+    """Keep the console to our own lines, progress bars and real errors unless ``verbose``:
+    Ray Data's and MLflow's INFO logs, MLflow's download bars, and Ray's notices in RAY_NOISE
+    and DRIVER_NOTICES. Called in the driver and again in every worker that logs to MLflow,
+    since Ray and MLflow configure their loggers when they are imported."""
     level = logging.INFO if verbose else logging.WARNING
     # Environment first: a local Ray's workers inherit it, and Ray Data and MLflow read it
     # when they configure their loggers in each process.
     os.environ["RAY_DATA_LOG_LEVEL"] = logging.getLevelName(level)
     os.environ["MLFLOW_LOGGING_LEVEL"] = logging.getLevelName(level)
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true" if verbose else "false"
+    if not verbose:  # a user's own pattern wins
+        os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", RAY_NOISE)
     for name in ("ray.data", "ray.tune", "ray.train", "mlflow"):
         logging.getLogger(name).setLevel(level)
+    for name, starts in DRIVER_NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices(starts))
 
 
 def set_verbosity(verbose: bool, quiet: bool = False) -> None:

@@ -161,28 +161,28 @@ def _autocast(config: TrainConfig, device: torch.device):
 
 
 @torch.no_grad()
-def _validation_loss(nets: Networks, shard, config: TrainConfig, device: torch.device) -> float:
+def _validation_loss(generator: nn.Module, shard, config: TrainConfig, device: torch.device) -> float:
     """Generator loss without the adversarial term (10*content + dual-weight), all ranks."""
     weights = config.loss
-    nets.generator.eval()
+    generator.eval()
     sums, count = {"val_loss": 0.0}, 0
     for batch in _batches(shard, config.per_worker_batch(), 0, 0, None, drop_last=False):  # every val patch
         ir, vi = _to_images(batch, device, config.channels_last)
-        loss = supervised_losses(nets.generator(ir, vi), ir, vi, weights)["supervised"]
+        loss = supervised_losses(generator(ir, vi), ir, vi, weights)["supervised"]
         sums["val_loss"] += loss.item() * ir.shape[0]
         count += ir.shape[0]
-    nets.generator.train()
+    generator.train()
     return mean_across_ranks(sums, count)["val_loss"]
 
 
 @torch.no_grad()
-def _validation_images(nets: Networks, val_ir: np.ndarray, val_vi: np.ndarray, device: torch.device):
+def _validation_images(generator: nn.Module, val_ir: np.ndarray, val_vi: np.ndarray, device: torch.device):
     """Metrics of the fixed validation patches and the rows of the fusion grid."""
-    nets.generator.eval()
+    generator.eval()
     ir = torch.from_numpy(val_ir).float().div(255).unsqueeze(1).to(device)
     vi = torch.from_numpy(val_vi).float().div(255).unsqueeze(1).to(device)
-    fused, w_ir, w_vi, _, _ = nets.generator.fuse(ir, vi)
-    nets.generator.train()
+    fused, w_ir, w_vi, _, _ = generator.fuse(ir, vi)
+    generator.train()
     fused_u8 = np.floor(fused[:, 0].float().cpu().numpy() * 255).astype(np.uint8)
     per_image = [compute_metrics(a, b, f, VAL_METRICS) for a, b, f in zip(val_ir, val_vi, fused_u8, strict=True)]
     metrics = {f"val_{k}": float(np.mean([m[k] for m in per_image])) for k in VAL_METRICS}
@@ -194,7 +194,7 @@ def _validation_images(nets: Networks, val_ir: np.ndarray, val_vi: np.ndarray, d
     return metrics, rows
 
 
-def _state(nets, opts, scheds, epoch, best, history, run_id) -> dict:
+def _state(nets, opts, scheds, epoch, best, history, run_id, average) -> dict:
     return {
         "format": TRAIN_FORMAT,
         "epoch": epoch,
@@ -205,6 +205,7 @@ def _state(nets, opts, scheds, epoch, best, history, run_id) -> dict:
         "best": best,
         "history": history,
         "mlflow_run_id": run_id,
+        "generator_average": average.state_dict() if average is not None else None,
     }
 
 
@@ -251,6 +252,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
         )
         for k, o in opts.items()
     }
+    # The generator that is scored, scheduled on and kept: the raw one, or its moving average.
+    average = (
+        torch.optim.swa_utils.AveragedModel(
+            nets.generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
+        )
+        if config.ema_decay
+        else None
+    )
+    scored = average.module if average is not None else nets.generator
     start_epoch, history = 0, []
     worst = -math.inf if higher_is_better else math.inf
     best = {"value": worst, "monitor": config.monitor, "epoch": -1, "generator": None, "bad_epochs": 0}
@@ -266,6 +276,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             opts[key].load_state_dict(state["optimizers"][key])
             scheds[key].load_state_dict(state["schedulers"][key])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        if average is not None and state.get("generator_average") is not None:
+            average.load_state_dict(state["generator_average"])
     for module in nets.modules().values():
         broadcast_state(module)
     nodes = _nodes_in_use()
@@ -305,6 +317,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 logs = train_step(nets, optimizers, ir, vi, weights, average_gradients, config.grad_clip, scaler)
             for module in nets.modules().values():
                 average_buffers(module)
+            if average is not None:  # from identical weights on every rank: identical averages
+                average.update_parameters(nets.generator)
             for key, value in logs.items():
                 sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value * ir.shape[0]
             samples += ir.shape[0]
@@ -315,12 +329,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics["samples_per_second_per_worker"] = samples / (time.perf_counter() - started)
         metrics["train_steps"] = samples // config.per_worker_batch()  # the same on every rank
         if recent:  # every rank on its own batches, then averaged: the ranks stay identical
-            recalibrate_batchnorm(nets.generator, (_to_images(b, device, config.channels_last) for b in recent))
-            average_buffers(nets.generator)
-        metrics["val_loss"] = _validation_loss(nets, val_shard, config, device)
+            recalibrate_batchnorm(scored, (_to_images(b, device, config.channels_last) for b in recent))
+            average_buffers(scored)
+        metrics["val_loss"] = _validation_loss(scored, val_shard, config, device)
         # Every rank scores the same fixed patches with the same weights: the same numbers everywhere,
         # so the schedule, early stopping and the best generator agree without a collective.
-        image_metrics, rows = _validation_images(nets, val_ir, val_vi, device)
+        image_metrics, rows = _validation_images(scored, val_ir, val_vi, device)
         metrics.update(image_metrics)
         if not all(math.isfinite(v) for v in metrics.values()):  # the same all-reduced values on every rank
             metrics.update(epoch=epoch, diverged=1.0, val_score=0.0)
@@ -338,7 +352,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread, diverged=0.0)
         metrics["nodes"] = float(len(nodes))
         if monitored > best["value"] if higher_is_better else monitored < best["value"]:
-            generator_state = {k: v.detach().cpu().clone() for k, v in nets.generator.state_dict().items()}
+            generator_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
             best = {**best, "value": monitored, "epoch": epoch, "generator": generator_state, "bad_epochs": 0}
         else:
             best["bad_epochs"] += 1
@@ -362,7 +376,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     f"lr {metrics['lr_g']:.0e}  {metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
                 )
             with tempfile.TemporaryDirectory() as folder:
-                torch.save(_state(nets, opts, scheds, epoch, best, history, run_id), Path(folder) / TRAIN_STATE_FILE)
+                torch.save(
+                    _state(nets, opts, scheds, epoch, best, history, run_id, average), Path(folder) / TRAIN_STATE_FILE
+                )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics)
@@ -516,10 +532,26 @@ def run_training(
             logging_config=LoggingConfig(log_level="INFO" if runtime.VERBOSE else "WARNING"),
         ),
         datasets={"train": train_data, "val": val_data},
+        dataset_config=_ingest_config(),
     )
     result = trainer.fit()
     checkpoint = _checkpoint_uri(result.checkpoint) if result.checkpoint else None
     return TrainResult(checkpoint, dict(result.metrics or {}), run_id, storage)
+
+
+def _ingest_config():
+    """Ray Train's default ingest options, stated: its own default copies the deprecated
+    ``exclude_resources`` into new options, and every run printed Ray's deprecation warning."""
+    import ray.data
+    from ray.train import DataConfig
+
+    current = ray.data.DataContext.get_current().execution_options
+    options = ray.data.ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=current.preserve_order,
+        verbose_progress=current.verbose_progress,
+    )
+    return DataConfig(execution_options=options)
 
 
 def _checkpoint_uri(checkpoint) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 pytest.importorskip("ray")
@@ -19,6 +20,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
 from pipelines.train import load_train_state  # noqa: E402
+from tests.console import library_noise  # noqa: E402
 
 RAY_SESSION = False  # every Ray here is a subprocess's own
 DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
@@ -52,6 +54,7 @@ def first_run(tmp_path_factory):
         "materialize": True,
         "augment": True,  # flips, gammas and VIS noise drawn per rank: the ranks must still stay identical
         "vis_noise": 2.0,
+        "ema_decay": 0.9,  # the scored, kept generator is the weights' moving average
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
     }
     (root / "train.yaml").write_text(yaml.safe_dump(tree))
@@ -68,10 +71,16 @@ def test_two_workers_train_report_checkpoints_and_stay_identical(first_run):
     # One console line per epoch, from rank 0 only; Ray Train's per-report dict only with --verbose.
     assert [len(re.findall(rf"\[tiny epoch {e}\]", console)) for e in (0, 1)] == [1, 1]
     assert "TrainingReport(" not in console and "Reported metrics" not in console
+    assert library_noise(console) == []  # samples, prep and train: no library's warnings either
     state = load_train_state(checkpoint)
     assert state["epoch"] == 1 and set(state["nets"]) == {"generator", "d_ir", "d_vi"}
     assert set(state["optimizers"]) == set(state["schedulers"]) == {"generator", "d_ir", "d_vi"}
     assert len(state["history"]) == 2 and state["best"]["generator"] is not None
+    average = state["generator_average"]
+    assert int(average["n_averaged"]) == 4  # 2 epochs x 2 steps
+    if state["best"]["epoch"] == 1:  # the kept generator is the average, not the raw weights
+        for key, value in state["best"]["generator"].items():
+            assert torch.equal(value, average[f"module.{key}"].cpu()), key
 
 
 def test_mlflow_holds_params_metrics_images_and_a_model_of_any_size(first_run, tmp_path):
@@ -174,6 +183,7 @@ def test_a_stopped_run_resumes_from_its_last_epoch(first_run):
     assert "[tiny epoch" not in done.stdout  # --quiet
     state = load_train_state(re.search(r"last checkpoint: (\S+)", done.stdout).group(1))
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
+    assert int(state["generator_average"]["n_averaged"]) == 6  # the average went on, not started over
     history = mlflow.MlflowClient(config.tracking_uri()).get_metric_history(run_id, "val_loss")
     assert sorted(m.step for m in history) == [0, 1, 2]
     assert np.isfinite([m.value for m in history]).all()

@@ -22,6 +22,7 @@ pytest.importorskip("ray")
 
 from pipelines.lock import LOCK_FILE  # noqa: E402
 from pipelines.workflow import MARKER, WorkflowConfig, plan  # noqa: E402
+from tests.console import library_noise  # noqa: E402
 
 RAY_SESSION = False  # every Ray here is a subprocess's own
 DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
@@ -74,7 +75,7 @@ def first(tmp_path_factory):
     root = tmp_path_factory.mktemp("workflow")
     config_file = _write_config(root)
     env = {**os.environ, "RAY_ADDRESS": ""}
-    command = [DWSFUSION, "pipeline", "run", "--config", str(config_file), "--quiet"]
+    command = [DWSFUSION, "pipeline", "run", "--config", str(config_file)]  # the console a quickstart shows
     owner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lock = root / "workflows" / "tiny" / LOCK_FILE
     deadline = time.time() + 120
@@ -118,6 +119,15 @@ def test_end_to_end_with_lineage(first):
     assert any(name.startswith("tiny.train-") for name in names)  # the training run, named by its step key
     version = client.get_model_version("tiny-fuser", outputs["register"]["version"])
     assert version.run_id == outputs["model"]["run_id"]
+
+
+def test_the_quickstart_verbs_print_no_library_warnings(first):
+    """Every verb of the quickstart (samples, prep, train, evaluate, register, fuse), as `make
+    quickstart` runs them, without --verbose: our lines, progress bars and real errors only."""
+    root, config_file, code, stdout, stderr, *_ = first
+    assert code == 0, stderr[-3000:]
+    assert "[tiny.train-" in stdout and "epoch 0]" in stdout  # the console was not simply silent
+    assert library_noise(stdout + stderr) == []
 
 
 def test_a_concurrent_run_of_the_same_id_is_refused_at_once(first):

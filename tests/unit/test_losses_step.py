@@ -111,9 +111,11 @@ def test_discriminators_get_no_gradient_from_the_generator_step():
             assert torch.equal(kept, p.grad)  # the G step added nothing
 
 
-def test_train_step_without_the_adversarial_term_trains_the_generator_alone():
-    """Adversarial weight 0: the critics stay as they are, and the generator takes exactly the
-    Adam step of the supervised loss (10 x content + dual-weight)."""
+@pytest.mark.parametrize("critic_steps", [None, 2], ids=["alone", "critics_warming_up"])
+def test_train_step_without_the_adversarial_term_takes_the_supervised_generator_step(critic_steps):
+    """Adversarial weight 0: the generator takes exactly the Adam step of the supervised loss
+    (10 x content + dual-weight). By default the critics stay as they are; with ``critic_steps``
+    (a warm-up) each takes that many updates on the batch, which the generator does not see."""
     torch.manual_seed(0)
     nets = build_networks()
     reference = copy.deepcopy(nets.generator)
@@ -121,12 +123,17 @@ def test_train_step_without_the_adversarial_term_trains_the_generator_alone():
     critics_before = {k: copy.deepcopy(nets.modules()[k].state_dict()) for k in ("d_ir", "d_vi")}
     ir, vi = torch.rand(2, 1, 176, 176), torch.rand(2, 1, 176, 176)
     weights = LossWeights(adversarial=0.0)
-    logs = train_step(nets, opts, ir, vi, weights)
+    logs = train_step(nets, opts, ir, vi, weights, critic_steps=critic_steps)
 
-    assert not any(key.startswith(("d_ir", "d_vi")) or key == "g_adversarial" for key in logs)
+    assert "g_adversarial" not in logs
     for name, state in critics_before.items():
-        for key, value in nets.modules()[name].state_dict().items():
-            assert torch.equal(value, state[key]), f"{name}.{key} changed"
+        changed = [k for k, v in nets.modules()[name].state_dict().items() if not torch.equal(v, state[k])]
+        if critic_steps is None:
+            assert not changed and not any(key.startswith(name) for key in logs), f"{name} trained"
+        else:
+            assert changed and f"{name}_gp" in logs, f"{name} did not train"
+            steps = {int(s["step"]) for s in getattr(opts, name).state.values()}
+            assert steps == {critic_steps}, f"{name}: {steps} updates, not {critic_steps}"
     optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
     loss = supervised_losses(reference(ir, vi), ir, vi, weights)["supervised"]
     loss.backward()
