@@ -11,11 +11,11 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repository's packages, installed or not
+site=/tmp/gpu-check-site  # what this script adds: the bundle, pytorch-msssim
 
 # Ray, MLflow and pydantic where the machine lacks them: the bundle benchmarks/gpu_bundle.py
 # builds, carried as .gpu_bundle/site.tar.xz (nothing is downloaded here).
 if ! $PY -c "import ray, mlflow, pydantic" 2>/dev/null && [ -f .gpu_bundle/site.tar.xz ]; then
-    site=/tmp/gpu-check-site
     [ -f $site/.unpacked ] || { mkdir -p $site && tar -xJf .gpu_bundle/site.tar.xz -C $site && touch $site/.unpacked; }
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
     $PY -c "import ray, mlflow, pydantic; print('Ray', ray.__version__, 'and MLflow', mlflow.__version__, 'from the bundle')" \
@@ -23,8 +23,8 @@ if ! $PY -c "import ray, mlflow, pydantic" 2>/dev/null && [ -f .gpu_bundle/site.
 fi
 if ! $PY -c "import pytorch_msssim" 2>/dev/null; then
     [ -d .whl ] || { echo "pytorch-msssim is missing and no .whl/ folder carries it"; exit 2; }
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site .whl/*.whl || exit 2
-    export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
+    $PY -m pip install -q --no-index --no-deps --no-compile --target $site .whl/*.whl || exit 2
+    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
 markers="gpu and not ray"
 if $PY -c "import ray, mlflow, pydantic" 2>/dev/null; then markers="gpu"; fi

@@ -75,8 +75,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value for configs/reproduce.yaml (e.g. epochs=2)")
     args = parser.parse_args()
     source, tno = args.source or SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
-    if not source.is_dir() or not (tno / "ir").is_dir():
-        raise SystemExit(f"{source} and {tno} are needed")
+    if not source.is_dir():
+        raise SystemExit(f"{source}: no such folder of training pairs (--source)")
+    if not (tno / "ir").is_dir():
+        raise SystemExit(f"{tno}: the TNO pairs (ir/, vi/) are needed to score the run")
     work = args.work.resolve()
     started = time.perf_counter()
 
