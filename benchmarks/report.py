@@ -1,6 +1,6 @@
 """The measured figures of the docs, from the files the benchmarks write: docs/performance.md
-whole, and the reproduction block of docs/fidelity.md, come from ``benchmarks/results/*.json``
-through this script (a test checks the pages are up to date).
+whole, and the reproduction, seed and adversarial-probe blocks of docs/fidelity.md, come from
+``benchmarks/results/*.json`` through this script (a test checks the pages are up to date).
 
 Run: python benchmarks/report.py          (rewrites both)
 """
@@ -19,7 +19,18 @@ PAGE = REPO / "docs" / "performance.md"
 FIDELITY = REPO / "docs" / "fidelity.md"
 BLOCK = re.compile(r"(<!-- reproduce_tno:[^\n]*-->\n).*?(<!-- end reproduce_tno -->)", re.S)
 SEEDS_BLOCK = re.compile(r"(<!-- reproduce_seeds:[^\n]*-->\n).*?(<!-- end reproduce_seeds -->)", re.S)
+GAN_BLOCK = re.compile(r"(<!-- gan_probes:[^\n]*-->\n).*?(<!-- end gan_probes -->)", re.S)
 SEED_METRICS = ("Qabf", "VIF", "SSIM", "MI")
+# The adversarial study's probes (examples/recipe_probe.py, docs/fidelity.md): file -> seed, and
+# the critics as the command set them (--adversarial, --critic-steps, --lr-d, --adversarial-from).
+GAN_PROBES = {
+    "sum_600": (0, "none (weight 0)"),
+    "gan_0.01": (0, "0.01, 2 steps at lr 0.001, from step 200"),
+    "gan_0.05": (0, "0.05, 2 steps at lr 0.001, from step 200"),
+    "sum_600_seed1": (1, "none (weight 0)"),
+    "gan_0.01_seed1": (1, "0.01, 2 steps at lr 0.001, from step 200"),
+    "gan_0.05_seed1": (1, "0.05, 2 steps at lr 0.001, from step 200"),
+}
 
 
 def _load(name: str) -> dict | None:
@@ -302,8 +313,25 @@ def seeds() -> str:
     return "\n".join(lines) + "\n"
 
 
+def gan_probes() -> str:
+    """Each probe of the adversarial study: TNO at every evaluation (BatchNorm re-estimated)."""
+    lines = [
+        "| seed | critics | TNO VIF at 200 / 400 / 600 steps | Qabf | SSIM | file |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (seed, critics) in GAN_PROBES.items():
+        r = _load(f"recipe_probe_{name}")
+        if r is None:
+            continue
+        scores = [e["recalibrated_statistics"] for e in r["evaluations"]]
+        cells = [" / ".join(f"{s[m]:.3f}" for s in scores) for m in ("VIF", "Qabf", "SSIM")]
+        lines.append(f"| {seed} | {critics} | {' | '.join(cells)} | `recipe_probe_{name}.json` |")
+    return "\n".join(lines) + "\n"
+
+
 def render_fidelity(text: str) -> str:
     text = BLOCK.sub(lambda m: m.group(1) + reproduction() + m.group(2), text)
+    text = GAN_BLOCK.sub(lambda m: m.group(1) + gan_probes() + m.group(2), text)
     return SEEDS_BLOCK.sub(lambda m: m.group(1) + seeds() + m.group(2), text)
 
 

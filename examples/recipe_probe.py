@@ -6,7 +6,8 @@ statistics training left, and with them re-estimated on the fusion path
 (the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
 there), ``--init`` (continue from a probe checkpoint, its optimiser states included), ``--patch``
 (crop side), ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does),
-``--vis-noise`` (grey levels of Gaussian noise on the training VIS, as ``vis_noise`` in training),
+``--seed`` (the networks' start and the crops' draws), ``--vis-noise`` (grey levels of Gaussian
+noise on the training VIS, as ``vis_noise`` in training),
 the critics' ``--critic-steps`` (updates per generator step, ``train_step``'s ``critic_steps``),
 ``--lr-d`` (their rate) and ``--adversarial-from STEP`` (they train from the start, the generator
 sees their term after STEP), and ``--fusion-init`` (where the fusion head starts, as
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="resize the training pairs by this factor first")
     parser.add_argument("--vis-noise", type=float, default=0.0, help="grey levels of noise on the training VIS")
     parser.add_argument("--fusion-init", choices=FUSION_INITS, default="release", help="where the fusion head starts")
+    parser.add_argument("--seed", type=int, default=0, help="the networks' start and the crops' draws")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
     args = parser.parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
@@ -83,7 +85,7 @@ def main() -> None:
     sources = [(a, b) for a, b in sources if min(a.shape) >= patch]
     tno_pairs, _ = find_pairs(tno / "ir", tno / "vi")
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     nets = build_networks(fusion_init=args.fusion_init)
     opts = build_optimizers(nets, args.lr, args.lr_d or args.lr)
     start = 0
@@ -96,8 +98,9 @@ def main() -> None:
             for group in optimizer.param_groups:
                 group["lr"] = args.lr if key == "generator" else args.lr_d or args.lr
         start = state["step"]
-    rng = np.random.default_rng(start)
-    noise_draws = torch.Generator().manual_seed(start)
+    # Seed 0 keeps the draws of every probe recorded before --seed existed.
+    rng = np.random.default_rng([args.seed, start] if args.seed else start)
+    noise_draws = torch.Generator().manual_seed(start + 1_000_003 * args.seed)
 
     def crops() -> tuple[torch.Tensor, torch.Tensor]:
         ir, vi = (x.float().div(255) for x in random_patches(sources, rng, batch, patch))
@@ -146,7 +149,8 @@ def main() -> None:
             "recipe": f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
             f"lr {args.lr}, adversarial {args.adversarial} from step {args.adversarial_from} "
             f"({critic_steps} critic steps at lr {args.lr_d or args.lr}), VIS noise {args.vis_noise}, "
-            f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init})",
+            f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init}), "
+            f"seed {args.seed}",
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,
         },

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dwsfusion.constants import METRIC_NAMES, FusionInit
 from dwsfusion.errors import UsageError
@@ -228,6 +228,18 @@ class TrainSettings(BaseModel):
     # usual steadier for a GAN generator. 0: off, the release's way; 0.995 did not lift the
     # recipe's worst seed (docs/fidelity.md, "Averaging the weights").
     ema_decay: float = Field(0.0, ge=0, lt=1)
+    # The critics (WGAN-GP): updates of each per generator step (n_critic; None: 1 with an
+    # adversarial term, 0 without, the release's), and the epoch from which the generator sees
+    # their term: before it they train on its output while it learns from the content and
+    # dual-weight terms alone, a warm-up from the sum start (docs/fidelity.md, "The adversarial term").
+    critic_steps: int | None = Field(None, ge=0)
+    adversarial_from_epoch: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _critics_have_a_term(self) -> TrainSettings:
+        if self.adversarial_from_epoch and not self.loss.adversarial:
+            raise ValueError("adversarial_from_epoch needs loss.adversarial > 0 (a term to warm the critics up for)")
+        return self
 
 
 class TrainConfig(TrainSettings):

@@ -21,7 +21,7 @@ import posixpath
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +283,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     nodes = _nodes_in_use()
 
     weights = config.loss
+    warm_up = replace(weights, adversarial=0.0)  # the critics train, the generator does not see them
+    # Unset: train_step's own default for the run's weight (not for the warm-up's 0, which has none).
+    critic_steps = config.critic_steps if config.critic_steps is not None else (1 if weights.adversarial else 0)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     val_ir, val_vi = loop_config["val_ir"], loop_config["val_vi"]
@@ -314,7 +317,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if config.vis_noise:
                 vi = add_visible_noise(vi, config.vis_noise, draws)
             with _autocast(config, device):
-                logs = train_step(nets, optimizers, ir, vi, weights, average_gradients, config.grad_clip, scaler)
+                logs = train_step(
+                    nets,
+                    optimizers,
+                    ir,
+                    vi,
+                    weights if epoch >= config.adversarial_from_epoch else warm_up,
+                    average_gradients,
+                    config.grad_clip,
+                    scaler,
+                    critic_steps,
+                )
             for module in nets.modules().values():
                 average_buffers(module)
             if average is not None:  # from identical weights on every rank: identical averages

@@ -55,6 +55,8 @@ def first_run(tmp_path_factory):
         "augment": True,  # flips, gammas and VIS noise drawn per rank: the ranks must still stay identical
         "vis_noise": 2.0,
         "ema_decay": 0.9,  # the scored, kept generator is the weights' moving average
+        "critic_steps": 2,  # WGAN-GP's n_critic ...
+        "adversarial_from_epoch": 1,  # ... after a warm-up epoch in which only the critics train
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
     }
     (root / "train.yaml").write_text(yaml.safe_dump(tree))
@@ -76,6 +78,11 @@ def test_two_workers_train_report_checkpoints_and_stay_identical(first_run):
     assert state["epoch"] == 1 and set(state["nets"]) == {"generator", "d_ir", "d_vi"}
     assert set(state["optimizers"]) == set(state["schedulers"]) == {"generator", "d_ir", "d_vi"}
     assert len(state["history"]) == 2 and state["best"]["generator"] is not None
+    # 2 epochs x 2 steps x 2 critic updates; the generator saw their term from epoch 1 only.
+    assert {int(v["step"]) for v in state["optimizers"]["d_ir"]["state"].values()} == {8}
+    client = mlflow.MlflowClient(config.tracking_uri())
+    assert [m.step for m in client.get_metric_history(run_id, "train_g_adversarial")] == [1]
+    assert [m.step for m in client.get_metric_history(run_id, "train_d_vi_loss")] == [0, 1]
     average = state["generator_average"]
     assert int(average["n_averaged"]) == 4  # 2 epochs x 2 steps
     if state["best"]["epoch"] == 1:  # the kept generator is the average, not the raw weights

@@ -46,6 +46,11 @@ def test_workflow_config_errors_name_the_field():
         load_config(WorkflowConfig, REPO / "configs" / "quickstart.yaml", ["fuse.actors=many"])
     with pytest.raises(ConfigError, match="set by the workflow"):
         load_config(WorkflowConfig, REPO / "configs" / "quickstart.yaml", ["train.data=x"])
+    # configs/quickstart.yaml has no adversarial term: a warm-up for its critics is a mistake, said.
+    with pytest.raises(ConfigError, match=r"adversarial_from_epoch needs loss\.adversarial > 0"):
+        load_config(WorkflowConfig, REPO / "configs" / "quickstart.yaml", ["train.adversarial_from_epoch=2"])
+    warmed = ["train.adversarial_from_epoch=2", "train.loss.adversarial=0.01", "train.critic_steps=2"]
+    assert load_config(WorkflowConfig, REPO / "configs" / "quickstart.yaml", warmed).train.critic_steps == 2
 
 
 def test_kuberay_manifests_agree_with_the_package_the_launcher_config_and_the_docs():
