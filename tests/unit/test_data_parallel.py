@@ -6,6 +6,8 @@ samples, so the averaged gradients of two half batches must equal the single-pro
 gradient of the whole batch. Real part: train mode with the WGAN-GP double backward, after
 which both ranks must hold bit-identical networks."""
 
+import os
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -55,10 +57,11 @@ def _worker(rank, world, init_file, out_file):
     identical, spread = ranks_identical(nets)
     if rank == 0:
         torch.save({"exact": exact, "identical": identical, "spread": spread}, out_file)
-    # Both ranks leave together: a rank that tears gloo down while the other is still in its
-    # last collective gets "terminate called without an active exception" (seen under load).
+    # Both ranks leave together, and without running gloo's C++ teardown: destroy_process_group
+    # still ended a rank in "terminate called without an active exception" (SIGABRT) now and then
+    # on a loaded 2-core CI box, after the results were saved. What is tested is the numbers above.
     dist.barrier()
-    dist.destroy_process_group()
+    os._exit(0)
 
 
 def test_two_ranks_average_to_the_single_process_gradient_and_stay_identical(tmp_path):
