@@ -100,6 +100,14 @@ def _apply(
     scaler.step(optimizer)  # skipped when a gradient is inf/NaN; the scale then shrinks
 
 
+def critic_updates(weights: LossWeights, critic_steps: int | None = None) -> int:
+    """Updates of each critic per generator step: ``critic_steps`` when given, else the
+    release's 1 with an adversarial term and 0 without (no term: the critics are not run)."""
+    if critic_steps is not None:
+        return critic_steps
+    return 1 if weights.adversarial else 0
+
+
 def train_step(
     nets: Networks,
     optimizers: Optimizers,
@@ -122,8 +130,7 @@ def train_step(
     Under fp16 autocast pass a ``torch.amp.GradScaler``: it scales all three backward passes
     and the penalty's inner gradient, and is updated once per step. The loss values are
     read back once, at the end (one device sync per step, not one per term)."""
-    if critic_steps is None:  # weight 0: no critic term, so the critics are neither run nor trained
-        critic_steps = 1 if weights.adversarial else 0
+    critic_steps = critic_updates(weights, critic_steps)
     out = nets.generator(ir, vi)
     terms: dict[str, torch.Tensor] = {}
     fake = out.fused.detach()

@@ -35,7 +35,14 @@ from dwsfusion.errors import UsageError
 from dwsfusion.losses import supervised_losses
 from dwsfusion.metrics import compute_metrics
 from dwsfusion.model import GeneratorConfig
-from dwsfusion.step import Networks, build_networks, build_optimizers, recalibrate_batchnorm, train_step
+from dwsfusion.step import (
+    Networks,
+    build_networks,
+    build_optimizers,
+    critic_updates,
+    recalibrate_batchnorm,
+    train_step,
+)
 
 from .config import TrainConfig
 
@@ -284,8 +291,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     weights = config.loss
     warm_up = replace(weights, adversarial=0.0)  # the critics train, the generator does not see them
-    # Unset: train_step's own default for the run's weight (not for the warm-up's 0, which has none).
-    critic_steps = config.critic_steps if config.critic_steps is not None else (1 if weights.adversarial else 0)
+    critic_steps = critic_updates(weights, config.critic_steps)  # the run's weight's, not the warm-up's 0
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     val_ir, val_vi = loop_config["val_ir"], loop_config["val_vi"]
