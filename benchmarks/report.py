@@ -1,5 +1,5 @@
 """The measured figures of the docs, from the files the benchmarks write: docs/performance.md
-whole, and the reproduction, seed and adversarial-probe blocks of docs/fidelity.md, come from
+whole, and the reproduction, seed, adversarial, noise and seed-spread probe blocks of docs/fidelity.md, come from
 ``benchmarks/results/*.json`` through this script (a test checks the pages are up to date).
 
 Run: python benchmarks/report.py          (rewrites both)
@@ -20,6 +20,8 @@ FIDELITY = REPO / "docs" / "fidelity.md"
 BLOCK = re.compile(r"(<!-- reproduce_tno:[^\n]*-->\n).*?(<!-- end reproduce_tno -->)", re.S)
 SEEDS_BLOCK = re.compile(r"(<!-- reproduce_seeds:[^\n]*-->\n).*?(<!-- end reproduce_seeds -->)", re.S)
 GAN_BLOCK = re.compile(r"(<!-- gan_probes:[^\n]*-->\n).*?(<!-- end gan_probes -->)", re.S)
+NOISE_BLOCK = re.compile(r"(<!-- noise_probes:[^\n]*-->\n).*?(<!-- end noise_probes -->)", re.S)
+SPREAD_BLOCK = re.compile(r"(<!-- spread_probes:[^\n]*-->\n).*?(<!-- end spread_probes -->)", re.S)
 SEED_METRICS = ("Qabf", "VIF", "SSIM", "MI")
 # The adversarial study's probes (examples/recipe_probe.py, docs/fidelity.md): file -> seed, and
 # the critics as the command set them (--adversarial, --critic-steps, --lr-d, --adversarial-from).
@@ -30,6 +32,21 @@ GAN_PROBES = {
     "sum_600_seed1": (1, "none (weight 0)"),
     "gan_0.01_seed1": (1, "0.01, 2 steps at lr 0.001, from step 200"),
     "gan_0.05_seed1": (1, "0.05, 2 steps at lr 0.001, from step 200"),
+}
+# The VIS noise study's probes at the reproduction's recipe (sum start, no critics): file -> seed, --vis-noise.
+NOISE_PROBES = {
+    "sum_600": (0, "3 (the recipe)"),
+    "vis_noise_5_600": (0, "5"),
+    "sum_600_seed1": (1, "3 (the recipe)"),
+    "vis_noise_5_600_seed1": (1, "5"),
+}
+# Where the seeds' spread comes from: file -> the networks' start (--seed), the crops' and noise draws (--data-seed).
+SPREAD_PROBES = {
+    "sum_600": ("0", "0"),
+    "sum_600_init0_data1": ("0", "1"),
+    "sum_600_init1_data0": ("1", "0"),
+    "sum_600_seed1": ("1", "1"),
+    "sum_600_fusion_from_seed1": ("0, its fusion head from 1", "0"),
 }
 
 
@@ -313,25 +330,39 @@ def seeds() -> str:
     return "\n".join(lines) + "\n"
 
 
-def gan_probes() -> str:
-    """Each probe of the adversarial study: TNO at every evaluation (BatchNorm re-estimated)."""
+def _probe_table(probes: dict[str, tuple[int | str, str]], varied: str, first_column: str = "seed") -> str:
+    """One row per probe of a study: TNO at every evaluation (BatchNorm re-estimated)."""
     lines = [
-        "| seed | critics | TNO VIF at 200 / 400 / 600 steps | Qabf | SSIM | file |",
+        f"| {first_column} | {varied} | TNO VIF at 200 / 400 / 600 steps | Qabf | SSIM | file |",
         "|---|---|---|---|---|---|",
     ]
-    for name, (seed, critics) in GAN_PROBES.items():
+    for name, (seed, setting) in probes.items():
         r = _load(f"recipe_probe_{name}")
         if r is None:
             continue
         scores = [e["recalibrated_statistics"] for e in r["evaluations"]]
         cells = [" / ".join(f"{s[m]:.3f}" for s in scores) for m in ("VIF", "Qabf", "SSIM")]
-        lines.append(f"| {seed} | {critics} | {' | '.join(cells)} | `recipe_probe_{name}.json` |")
+        lines.append(f"| {seed} | {setting} | {' | '.join(cells)} | `recipe_probe_{name}.json` |")
     return "\n".join(lines) + "\n"
+
+
+def gan_probes() -> str:
+    return _probe_table(GAN_PROBES, "critics")
+
+
+def noise_probes() -> str:
+    return _probe_table(NOISE_PROBES, "VIS noise (grey levels)")
+
+
+def spread_probes() -> str:
+    return _probe_table(SPREAD_PROBES, "crops and noise drawn with seed", first_column="networks' start, seed")
 
 
 def render_fidelity(text: str) -> str:
     text = BLOCK.sub(lambda m: m.group(1) + reproduction() + m.group(2), text)
     text = GAN_BLOCK.sub(lambda m: m.group(1) + gan_probes() + m.group(2), text)
+    text = NOISE_BLOCK.sub(lambda m: m.group(1) + noise_probes() + m.group(2), text)
+    text = SPREAD_BLOCK.sub(lambda m: m.group(1) + spread_probes() + m.group(2), text)
     return SEEDS_BLOCK.sub(lambda m: m.group(1) + seeds() + m.group(2), text)
 
 

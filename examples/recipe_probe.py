@@ -6,7 +6,8 @@ statistics training left, and with them re-estimated on the fusion path
 (the weight of the critics' term; 0 trains without them), ``--lr``, ``--decay-at STEP`` (lr x 0.1
 there), ``--init`` (continue from a probe checkpoint, its optimiser states included), ``--patch``
 (crop side), ``--scale`` (the pairs resized first, as ``dwsfusion prep --scale`` does),
-``--seed`` (the networks' start and the crops' draws), ``--vis-noise`` (grey levels of Gaussian
+``--seed`` (the networks' start and the crops' draws; ``--data-seed`` sets the draws apart from
+the start, ``--part-seed fusion=1`` one part of the generator's), ``--vis-noise`` (grey levels of Gaussian
 noise on the training VIS, as ``vis_noise`` in training),
 the critics' ``--critic-steps`` (updates per generator step, ``train_step``'s ``critic_steps``),
 ``--lr-d`` (their rate) and ``--adversarial-from STEP`` (they train from the start, the generator
@@ -72,6 +73,14 @@ def main() -> None:
     parser.add_argument("--vis-noise", type=float, default=0.0, help="grey levels of noise on the training VIS")
     parser.add_argument("--fusion-init", choices=FUSION_INITS, default="release", help="where the fusion head starts")
     parser.add_argument("--seed", type=int, default=0, help="the networks' start and the crops' draws")
+    parser.add_argument("--data-seed", type=int, help="the crops' and noise draws alone (default: --seed)")
+    parser.add_argument(
+        "--part-seed",
+        action="append",
+        default=[],
+        metavar="PART=SEED",
+        help="start one part of the generator (alpha, weight_ir, weight_vi, fusion) as SEED starts it",
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
     args = parser.parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
@@ -87,6 +96,11 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     nets = build_networks(fusion_init=args.fusion_init)
+    for part, seed in (item.split("=") for item in args.part_seed):
+        with torch.random.fork_rng():  # the other start's draws leave the run's own untouched
+            torch.manual_seed(int(seed))
+            other = build_networks(fusion_init=args.fusion_init).generator
+        getattr(nets.generator, part).load_state_dict(getattr(other, part).state_dict())
     opts = build_optimizers(nets, args.lr, args.lr_d or args.lr)
     start = 0
     if args.init:
@@ -99,8 +113,9 @@ def main() -> None:
                 group["lr"] = args.lr if key == "generator" else args.lr_d or args.lr
         start = state["step"]
     # Seed 0 keeps the draws of every probe recorded before --seed existed.
-    rng = np.random.default_rng([args.seed, start] if args.seed else start)
-    noise_draws = torch.Generator().manual_seed(start + 1_000_003 * args.seed)
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    rng = np.random.default_rng([data_seed, start] if data_seed else start)
+    noise_draws = torch.Generator().manual_seed(start + 1_000_003 * data_seed)
 
     def crops() -> tuple[torch.Tensor, torch.Tensor]:
         ir, vi = (x.float().div(255) for x in random_patches(sources, rng, batch, patch))
@@ -150,7 +165,9 @@ def main() -> None:
             f"lr {args.lr}, adversarial {args.adversarial} from step {args.adversarial_from} "
             f"({critic_steps} critic steps at lr {args.lr_d or args.lr}), VIS noise {args.vis_noise}, "
             f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init}), "
-            f"seed {args.seed}",
+            f"seed {args.seed}"
+            + (f", data seed {data_seed}" if data_seed != args.seed else "")
+            + "".join(f", {item.replace('=', ' from seed ')}" for item in args.part_seed),
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,
         },
