@@ -54,6 +54,15 @@ from dwsfusion.quicktrain import random_patches  # noqa: E402
 from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
 
 HEADLINE = ("Qabf", "VIF", "SSIM")
+GENERATOR_PARTS = ("alpha", "weight_ir", "weight_vi", "fusion")
+
+
+def part_seed(text: str) -> tuple[str, int]:
+    """``fusion=1`` -> ("fusion", 1), for --part-seed."""
+    part, _, seed = text.partition("=")
+    if part not in GENERATOR_PARTS or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PART=SEED with PART one of {', '.join(GENERATOR_PARTS)}")
+    return part, int(seed)
 
 
 def main() -> None:
@@ -76,10 +85,11 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, help="the crops' and noise draws alone (default: --seed)")
     parser.add_argument(
         "--part-seed",
+        type=part_seed,
         action="append",
         default=[],
         metavar="PART=SEED",
-        help="start one part of the generator (alpha, weight_ir, weight_vi, fusion) as SEED starts it",
+        help=f"start one part of the generator ({', '.join(GENERATOR_PARTS)}) as SEED starts it",
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
     args = parser.parse_args()
@@ -96,9 +106,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     nets = build_networks(fusion_init=args.fusion_init)
-    for part, seed in (item.split("=") for item in args.part_seed):
+    for part, seed in args.part_seed:
         with torch.random.fork_rng():  # the other start's draws leave the run's own untouched
-            torch.manual_seed(int(seed))
+            torch.manual_seed(seed)
             other = build_networks(fusion_init=args.fusion_init).generator
         getattr(nets.generator, part).load_state_dict(getattr(other, part).state_dict())
     opts = build_optimizers(nets, args.lr, args.lr_d or args.lr)
@@ -167,7 +177,7 @@ def main() -> None:
             f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init}), "
             f"seed {args.seed}"
             + (f", data seed {data_seed}" if data_seed != args.seed else "")
-            + "".join(f", {item.replace('=', ' from seed ')}" for item in args.part_seed),
+            + "".join(f", {part} from seed {seed}" for part, seed in args.part_seed),
             "evaluated_on": "TNO 25 pairs, our metric suite",
             "evaluations": evaluations,
         },
