@@ -17,11 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "docs" / "performance.md"
 FIDELITY = REPO / "docs" / "fidelity.md"
-BLOCK = re.compile(r"(<!-- reproduce_tno:[^\n]*-->\n).*?(<!-- end reproduce_tno -->)", re.S)
-SEEDS_BLOCK = re.compile(r"(<!-- reproduce_seeds:[^\n]*-->\n).*?(<!-- end reproduce_seeds -->)", re.S)
-GAN_BLOCK = re.compile(r"(<!-- gan_probes:[^\n]*-->\n).*?(<!-- end gan_probes -->)", re.S)
-NOISE_BLOCK = re.compile(r"(<!-- noise_probes:[^\n]*-->\n).*?(<!-- end noise_probes -->)", re.S)
-SPREAD_BLOCK = re.compile(r"(<!-- spread_probes:[^\n]*-->\n).*?(<!-- end spread_probes -->)", re.S)
+
+
+def _block(name: str) -> re.Pattern:
+    """A generated block of docs/fidelity.md: its opening comment, the text, its closing comment."""
+    return re.compile(rf"(<!-- {name}:[^\n]*-->\n).*?(<!-- end {name} -->)", re.S)
+
+
+BLOCK = _block("reproduce_tno")
 SEED_METRICS = ("Qabf", "VIF", "SSIM", "MI")
 # The adversarial study's probes (examples/recipe_probe.py, docs/fidelity.md): file -> seed, and
 # the critics as the command set them (--adversarial, --critic-steps, --lr-d, --adversarial-from).
@@ -359,11 +362,16 @@ def spread_probes() -> str:
 
 
 def render_fidelity(text: str) -> str:
-    text = BLOCK.sub(lambda m: m.group(1) + reproduction() + m.group(2), text)
-    text = GAN_BLOCK.sub(lambda m: m.group(1) + gan_probes() + m.group(2), text)
-    text = NOISE_BLOCK.sub(lambda m: m.group(1) + noise_probes() + m.group(2), text)
-    text = SPREAD_BLOCK.sub(lambda m: m.group(1) + spread_probes() + m.group(2), text)
-    return SEEDS_BLOCK.sub(lambda m: m.group(1) + seeds() + m.group(2), text)
+    blocks: dict[re.Pattern, Callable[[], str]] = {
+        BLOCK: reproduction,
+        _block("gan_probes"): gan_probes,
+        _block("noise_probes"): noise_probes,
+        _block("spread_probes"): spread_probes,
+        _block("reproduce_seeds"): seeds,
+    }
+    for pattern, render_block in blocks.items():
+        text = pattern.sub(lambda m, render_block=render_block: m.group(1) + render_block() + m.group(2), text)
+    return text
 
 
 def main() -> None:
