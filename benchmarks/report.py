@@ -1,8 +1,9 @@
 """The measured figures of the docs, from the files the benchmarks write: docs/performance.md
-whole, and the reproduction, seed, adversarial, noise and seed-spread probe blocks of docs/fidelity.md, come from
+whole, the reproduction, seed, adversarial, noise and seed-spread probe blocks of docs/fidelity.md and the
+leaderboard of docs/compare.md come from
 ``benchmarks/results/*.json`` through this script (a test checks the pages are up to date).
 
-Run: python benchmarks/report.py          (rewrites both)
+Run: python benchmarks/report.py          (rewrites all three)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "docs" / "performance.md"
 FIDELITY = REPO / "docs" / "fidelity.md"
+COMPARE = REPO / "docs" / "compare.md"
 
 
 def _block(name: str) -> re.Pattern:
@@ -361,6 +363,50 @@ def spread_probes() -> str:
     return _probe_table(SPREAD_PROBES, "crops and noise drawn with seed", first_column="networks' start, seed")
 
 
+COMPARE_METRICS = ("Qabf", "VIF", "SSIM", "MI", "SD", "PSNR", "EN", "Nabf")
+
+
+def compare_tno() -> str:
+    """docs/compare.md's leaderboard: benchmarks/compare_tno.py's run of ``dwsfusion compare``."""
+    r = _load("compare_tno")
+    if r is None:
+        return "Not run yet.\n"
+    methods = list(r["means"])
+    lines = [
+        f"TNO, {len(r['pairs'])} pairs; ours: {r['ours']}. Cells: mean ± std (rank); **bold**: best; "
+        "\\* differs from the best (paired Wilcoxon signed-rank test, p < 0.05); ↓: lower is better.",
+        "",
+        "| method | " + " | ".join(f"{k}{' ↓' if k == 'Nabf' else ''}" for k in COMPARE_METRICS) + " |",
+        "|---|" + "---|" * len(COMPARE_METRICS),
+    ]
+    for method in methods:
+        cells = []
+        for metric in COMPARE_METRICS:
+            text = f"{r['means'][method][metric]:.4f} ± {r['stds'][method][metric]:.3f} ({r['ranks'][method][metric]})"
+            p_value = r["p_values"][method][metric]
+            if r["best"][metric] == method:
+                text = f"**{text}**"
+            elif p_value is not None and p_value < 0.05:
+                text += " \\*"
+            cells.append(text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | parameters | GFLOP per 640×480 pair | seconds per 640×480 pair |", "|---|---|---|---|"]
+    for method, cost in r["costs"].items():
+        lines.append(
+            f"| {method} | {int(cost['parameters']):,} | {cost['gflops_640x480']:.2f} | {cost['seconds_640x480']:.3f} |"
+        )
+    lines += [
+        "",
+        f"The whole comparison took {r['wall_s'] / 60:.1f} min on {_machine(r)}. "
+        "Source: `benchmarks/results/compare_tno.json`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_compare(text: str) -> str:
+    return _block("compare_tno").sub(lambda m: m.group(1) + compare_tno() + m.group(2), text)
+
+
 def render_fidelity(text: str) -> str:
     blocks: dict[re.Pattern, Callable[[], str]] = {
         BLOCK: reproduction,
@@ -377,7 +423,8 @@ def render_fidelity(text: str) -> str:
 def main() -> None:
     PAGE.write_text(render())
     FIDELITY.write_text(render_fidelity(FIDELITY.read_text()))
-    print(f"wrote {PAGE} and {FIDELITY}")
+    COMPARE.write_text(render_compare(COMPARE.read_text()))
+    print(f"wrote {PAGE}, {FIDELITY} and {COMPARE}")
 
 
 if __name__ == "__main__":

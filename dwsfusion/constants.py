@@ -11,3 +11,7 @@ METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "CC", "VIF", "Qabf", "Nabf"
 # Where a generator trained from scratch starts its fusion head (dwsfusion.model.init).
 FusionInit = Literal["sum", "release"]
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
+
+# The baselines ``dwsfusion compare`` knows by name (dwsfusion.compare): pixel-wise mean and max
+# fusion of the IR and VIS luma, and each source as it is.
+BASELINE_METHODS = ("mean", "max", "ir", "vi")

@@ -37,10 +37,14 @@ class Optimizers:
     d_vi: torch.optim.Optimizer
 
 
-def build_networks(config: GeneratorConfig | None = None, fusion_init: FusionInit = "sum") -> Networks:
+def build_networks(
+    config: GeneratorConfig | None = None, fusion_init: FusionInit = "sum", seed: int | None = None
+) -> Networks:
     """Fresh networks for training from scratch; ``fusion_init`` is where the generator's fusion
     head starts (``dwsfusion.model.init``: "sum" of its weighted sources, or the "release"'s
-    default initialisation)."""
+    default initialisation); ``seed`` seeds torch first, so that the same seed is the same start."""
+    if seed is not None:
+        torch.manual_seed(seed)
     return Networks(initialise(Generator(config), fusion_init), Discriminator(), Discriminator())
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from data_prep.config import PrepSettings
+from dwsfusion.constants import BASELINE_METHODS
 from dwsfusion.errors import UsageError
 
-from .config import FuseSettings, RegisterSettings, SamplesSettings, validate
+from .config import CompareSettings, FuseSettings, RegisterSettings, SamplesSettings, validate
 from .runtime import how_to_see, is_uri, output_location, output_path, set_verbosity, tracking_uri
 
 DISPATCH_DESTS = ("verb", "action")  # the parser's own: no option may use them (tested)
@@ -56,6 +57,7 @@ def add_settings(parser: argparse.ArgumentParser, model: type[BaseModel], only: 
         default = field.default
         shown = ",".join(default) if is_list and default else default
         text = f"{field.description or name.replace('_', ' ')} (default: {shown})"
+        text = text.replace("%", "%%")  # argparse formats help texts: a bare % would crash --help
         flag = "--" + name.replace("_", "-")
         absent = argparse.SUPPRESS
         if kind is bool:
@@ -123,10 +125,9 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ fuse: two forms, one verb
-FOLDER_FORM = ("ir", "vi", "out", "device")
+FOLDER_FORM = ("ir", "vi", "device")  # --output (alias --out) belongs to both forms
 BATCH_FORM = (
     "input",
-    "output",
     "model",
     "tracking_uri",
     "actors",
@@ -152,18 +153,18 @@ def _fuse_form(given: set[str]) -> str:
     if batch and folder:
         form_flags = " ".join(_flag(d) for d in folder)
         raise UsageError(
-            f"{form_flags} belong to the folder form (--checkpoint C --ir DIR --vi DIR --out DIR) and "
+            f"{form_flags} belong to the folder form (--checkpoint C --ir DIR --vi DIR --output DIR) and "
             f"{' '.join(_flag(d) for d in batch)} to the batch form (--input SRC --output DST with --model "
             "or --checkpoint): use one form"
         )
     form = "batch" if batch else "folder"
-    required = ("input", "output") if form == "batch" else ("checkpoint", "ir", "vi", "out")
+    required = ("input", "output") if form == "batch" else ("checkpoint", "ir", "vi", "output")
     missing = [_flag(d) for d in required if d not in given]
     if missing:
         usage = (
             "the batch form takes --input SRC --output DST and --model URI or --checkpoint C"
             if form == "batch"
-            else "the folder form takes --checkpoint C --ir DIR --vi DIR --out DIR"
+            else "the folder form takes --checkpoint C --ir DIR --vi DIR --output DIR"
         )
         raise UsageError(f"missing {' '.join(missing)}: {usage}")
     return form
@@ -184,7 +185,7 @@ def _fuse(args: argparse.Namespace) -> int:
     if _fuse_form(given) == "folder":
         from dwsfusion.fuse import fuse_folder
 
-        out = output_path(args.out, "--out")
+        out = output_path(args.output, "--output")
         report = fuse_folder(
             args.checkpoint,
             args.ir,
@@ -242,7 +243,8 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "fuse",
         help="fuse IR/VIS pairs: folders with a checkpoint, or folders/archives on Ray actors",
-        description="Folder form (one process, no Ray): --checkpoint C --ir DIR --vi DIR --out DIR [--device cuda]. "
+        description="Folder form (one process, no Ray): --checkpoint C --ir DIR --vi DIR --output DIR [--device "
+        "cuda]. "
         "Batch form (Ray Data actors): --input SRC [SRC ...] --output DST with --model models:/NAME@ALIAS or "
         "--checkpoint C; SRC is a folder with ir/ + vi/, or archive shards: .tar/.tar.gz/.tgz/.zip files, globs "
         "(quoted: 'night/*.tar') or folders / s3:// gs:// prefixes holding them; DST a folder, an s3:// gs:// prefix "
@@ -251,6 +253,13 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS,  # given options only: each form checks what it was given
     )
     p.add_argument("--checkpoint", help="generator file, training checkpoint folder or the authors' .pth (both forms)")
+    p.add_argument(
+        "--output",
+        "--out",
+        dest="output",
+        help="folder form: a folder for <stem>.png; batch form: a folder, an s3:// gs:// prefix, or a local "
+        ".tar / .tar.gz / .zip (--out: the same option)",
+    )
     p.add_argument("--rounding", choices=("truncate", "round"), help="float -> integer pixels (default: truncate)")
     add_settings(p, FuseSettings, only=("precision",))
     tiles = TileConfig()
@@ -260,7 +269,6 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
     folder = p.add_argument_group("folder form")
     folder.add_argument("--ir", type=Path, help="folder of infrared images")
     folder.add_argument("--vi", type=Path, help="folder of visible images (same stems)")
-    folder.add_argument("--out", help="folder for <stem>.png")
     folder.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     batch = p.add_argument_group("batch form")
     batch.add_argument(
@@ -269,7 +277,6 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
         metavar="SRC",
         help="a folder with ir/ + vi/, or archive shards: files, quoted globs, folders or s3:// gs:// prefixes",
     )
-    batch.add_argument("--output", help="a folder, an s3:// gs:// prefix, or a local .tar / .tar.gz / .zip")
     batch.add_argument("--model", help="MLflow model URI, e.g. models:/dwsfusion@champion")
     batch.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db)"
@@ -286,6 +293,64 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
     )
     batch.add_argument("--max-pixels", type=int, help=f"largest image, from its header (default: {MAX_PIXELS})")
     p.set_defaults(quiet=False, verbose=False)
+    _add_console(p)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import CompareJob, run_compare
+
+    job = settings_from(
+        args,
+        CompareJob,
+        ir=str(args.ir),
+        vi=str(args.vi),
+        methods=args.method,
+        output=str(output_path(args.output, "--output")),
+        tracking_uri=args.tracking_uri,
+        log_mlflow=args.mlflow,
+    )
+    result = run_compare(job, progress=not args.quiet)
+    board = result.board
+    shown = [k for k in ("Qabf", "VIF", "SSIM", "MI", "SD", "PSNR", "EN") if k in board.metrics] or list(board.metrics)
+    width = max(12, *(len(m) + 2 for m in board.methods))
+    print(
+        f"\n{'method':<{width}}"
+        + "".join(f"{k:>14}" for k in shown)
+        + f"   (means over {len(board.pairs)} pairs, rank)"
+    )
+    for method in board.methods:
+        cells = "".join(f"{board.entries[method][k].mean:>9.4f} ({board.entries[method][k].rank})" for k in shown)
+        print(f"{method:<{width}}{cells}")
+    for name, problems in result.failures.items():
+        for problem in problems[:10]:
+            print(f"error: {name}: {problem}", file=sys.stderr)
+    if board.excluded:
+        print(f"not on the board (a pair failed): {', '.join(board.excluded)}", file=sys.stderr)
+    folder = Path(job.output).resolve()
+    print(f"\nreport:  {folder / 'compare.html'} (leaderboard.md, leaderboard.csv, per_pair.csv, figures beside it)")
+    if result.mlflow_run_id:
+        print(f"MLflow:  run {result.mlflow_run_id}; see it: {how_to_see(tracking_uri(args.tracking_uri))}")
+    return 1 if result.failures and job.missing == "error" else 0
+
+
+def _add_compare(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "compare",
+        help="score many fusion methods with one metric code on the same pairs: a leaderboard",
+        description="Every method is scored by the same metric suite on the same pairs, with the same conventions "
+        "(stated in the output). A method is NAME=SOURCE: a folder of fused images (matched by stem), a checkpoint "
+        f"(ours or the release's .pth) or models:/NAME@ALIAS, fused on the fly, or a baseline "
+        f"({', '.join(BASELINE_METHODS)}).",
+    )
+    p.add_argument("--ir", required=True, type=Path, help="folder of infrared images")
+    p.add_argument("--vi", required=True, type=Path, help="folder of visible images (same stems)")
+    p.add_argument(
+        "--method", required=True, action="append", metavar="NAME=SOURCE", help="a method (give one per method)"
+    )
+    p.add_argument("--output", "--out", dest="output", required=True, help="folder for the report (--out: the same)")
+    add_settings(p, CompareSettings)
+    p.add_argument("--mlflow", action="store_true", help="also log the means and every file as an MLflow run")
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
     _add_console(p)
 
 
@@ -434,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write one row per image here")
     _add_console(p)
 
+    _add_compare(verbs)
+
     p = verbs.add_parser("quickstart", help="Ray-free demo: samples -> short training -> fuse -> metric table")
     p.add_argument("--workdir", default="runs/quickstart", help="default: runs/quickstart")
     p.add_argument("--source", type=Path, help="a folder with ir/ and vi/ (default: generated samples)")
@@ -492,6 +559,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "samples": _samples,
     "fuse": _fuse,
     "evaluate": _evaluate,
+    "compare": _compare,
     "quickstart": _quickstart,
     "prep": _prep,
     "train": _train,

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dwsfusion.constants import METRIC_NAMES, FusionInit
 from dwsfusion.errors import UsageError
 from dwsfusion.loss_weights import LossWeights
+from dwsfusion.model import GeneratorConfig
+from dwsfusion.step import Networks, build_networks
 from dwsfusion.tiling import TileConfig
 
 from .archives import ArchiveLimits
@@ -159,18 +161,53 @@ class FuseSettings(BaseModel):
     @field_validator("metrics", mode="before")
     @classmethod
     def _metric_list(cls, value):
-        if isinstance(value, list | tuple) and len(value) == 1 and value[0] in ("all", "none"):
-            value = value[0]
-        if value in ("all", None):
-            return METRIC_NAMES
-        if value == "none":
-            return ()
-        if isinstance(value, str):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
-        unknown = sorted(set(value) - set(METRIC_NAMES))
-        if unknown:
-            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)} (or all, none)")
-        return tuple(value)
+        return metric_list(value)
+
+
+def metric_list(value) -> tuple[str, ...]:
+    """'all' (or None), 'none', a comma list or a sequence of names -> the metric names."""
+    if isinstance(value, list | tuple) and len(value) == 1 and value[0] in ("all", "none"):
+        value = value[0]
+    if value in ("all", None):
+        return METRIC_NAMES
+    if value == "none":
+        return ()
+    if isinstance(value, str):
+        value = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = sorted(set(value) - set(METRIC_NAMES))
+    if unknown:
+        raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)} (or all, none)")
+    return tuple(value)
+
+
+class CompareSettings(BaseModel):
+    """How ``dwsfusion compare`` scores and reports (pipelines.compare; the CLI's options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metrics: tuple[str, ...] = Field(METRIC_NAMES, description="metrics on the board: all, or a list such as Qabf,VIF")
+    missing: Literal["error", "common"] = Field(
+        "error",
+        description="a method without an image for some pair: error (each named, nothing scored), or common (all "
+        "methods on the pairs every one has; those left out are listed)",
+    )
+    figure_pairs: int = Field(3, ge=0, description="pairs shown as side-by-side crops")
+    crop: int = Field(160, ge=16, description="side of those crops in pixels")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="Ray actors scoring pairs (default: this process alone below 500 method-pairs, "
+        "else one actor per CPU)",
+    )
+    costs: bool = Field(True, description="measure each model's parameters, FLOPs and seconds per 640x480 pair")
+    title: str = Field("IR-VIS fusion comparison", description="the HTML page's title")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _some_metrics(cls, value):
+        names = metric_list(value)
+        if not names:
+            raise ValueError("a comparison needs at least one metric")
+        return names
 
 
 class TrainSettings(BaseModel):
@@ -235,6 +272,11 @@ class TrainSettings(BaseModel):
     critic_steps: int | None = Field(None, ge=0)
     adversarial_from_epoch: int = Field(0, ge=0)
 
+    def start_networks(self) -> Networks:
+        """The networks a run of these settings starts from, seeded: the training loop's start,
+        and the 'start' the workflow's evaluation scores beside the trained generator."""
+        return build_networks(GeneratorConfig(channel_min_hidden=self.channel_min_hidden), self.fusion_init, self.seed)
+
     @model_validator(mode="after")
     def _critics_have_a_term(self) -> TrainSettings:
         if self.adversarial_from_epoch and not self.loss.adversarial:
@@ -250,6 +292,8 @@ class TrainConfig(TrainSettings):
     name: str = "dwsfusion"  # run name; the same name resumes
     mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the home's runs/mlflow.db
     mlflow_experiment: str = "dwsfusion"
+    # New experiments' artifacts; default: runs/mlartifacts beside a SQLite store (runtime.artifact_root)
+    mlflow_artifact_location: str | None = None
 
     def per_worker_batch(self) -> int:
         if self.batch_size % self.num_workers:
@@ -264,6 +308,7 @@ class TrainConfig(TrainSettings):
 
 
 __all__ = [
+    "CompareSettings",
     "ConfigError",
     "FuseSettings",
     "RegisterSettings",

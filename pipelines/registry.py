@@ -33,6 +33,7 @@ from dwsfusion.pairs import ImagePair, find_pairs, resolve_source
 
 from .config import RegisterSettings
 from .mlflow_model import log_generator
+from .runtime import set_experiment, use_tracking
 
 LOWER_IS_BETTER = frozenset({"MSE", "Nabf"})
 REGISTRY_EXPERIMENT = "dwsfusion-registry"
@@ -114,14 +115,14 @@ def _model_from_run(run_id: str) -> str:
     return models[0].model_uri
 
 
-def _model_from_checkpoint(checkpoint: Path) -> str:
+def _model_from_checkpoint(checkpoint: Path, artifact_location: str | None = None) -> str:
     """Log a checkpoint file as our pyfunc in a registration run; returns its model URI."""
     from dwsfusion.checkpoints import checkpoint_file, load_generator
 
     checkpoint = checkpoint_file(checkpoint)  # a training checkpoint's folder -> its state.pt
     load_generator(checkpoint)  # refuse a bad file before anything is logged
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    mlflow.set_experiment(REGISTRY_EXPERIMENT)
+    set_experiment(mlflow.get_tracking_uri(), REGISTRY_EXPERIMENT, artifact_location)
     with mlflow.start_run(run_name=f"register {checkpoint.name}"):
         mlflow.log_params({"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": digest})
         return log_generator(str(checkpoint))
@@ -140,17 +141,21 @@ def register_model(
     checkpoint: str | Path | None = None,
     settings: RegisterSettings = RegisterSettings(),
     tracking_uri: str | None = None,
+    artifact_location: str | None = None,
 ) -> Registration:
-    """Register a run's generator or a checkpoint file as a new version of ``settings.name``."""
-    from .runtime import use_tracking
-
+    """Register a run's generator or a checkpoint file as a new version of ``settings.name``
+    (a checkpoint is first logged in the experiment ``dwsfusion-registry``, created with its
+    artifacts under ``artifact_location``, by default beside a SQLite store)."""
     if (run_id is None) == (checkpoint is None):
         raise UsageError("give exactly one of a run id or a checkpoint file")
     if tracking_uri:
         use_tracking(tracking_uri)
     name, alias = settings.name, settings.alias
     client = MlflowClient()
-    model_uri = _model_from_run(run_id) if run_id else _model_from_checkpoint(Path(checkpoint))
+    if run_id:
+        model_uri = _model_from_run(run_id)
+    else:
+        model_uri = _model_from_checkpoint(Path(checkpoint), artifact_location)
     metric_names = tuple(dict.fromkeys((*settings.gate_metrics, "Qabf", "VIF", "SSIM", "MI", "EN", "SD")))
 
     with tempfile.TemporaryDirectory() as workdir:

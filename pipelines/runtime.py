@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -116,6 +117,39 @@ def use_tracking(uri: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
+ARTIFACTS_FOLDER = "mlartifacts"  # beside a SQLite store: runs/mlflow.db -> runs/mlartifacts
+
+
+def artifact_root(uri: str, configured: str | None = None) -> str | None:
+    """Where a new experiment of store ``uri`` keeps its artifacts: ``configured`` (a config's
+    ``mlflow_artifact_location``; relative: under the home), else, for a SQLite store, the folder
+    ``mlartifacts`` beside its file, so that moving or cleaning ``runs/`` keeps the database and
+    the artifacts it points to together (MLflow's own default is ``./mlruns`` of whatever folder
+    the command started in). None: the tracking server's or file store's own choice."""
+    if configured:
+        return store_path(configured, "mlflow_artifact_location")
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).resolve().parent / ARTIFACTS_FOLDER)
+    return None
+
+
+def set_experiment(uri: str, name: str, artifact_location: str | None = None):
+    """Make ``name`` the active experiment of store ``uri``, creating it with its artifacts under
+    ``artifact_root`` when it does not exist yet (an existing experiment keeps its own)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    use_tracking(uri)
+    root = artifact_root(uri, artifact_location)
+    if root is not None and mlflow.get_experiment_by_name(name) is None:
+        folder = re.sub(r"[^\w.-]", "_", name)
+        try:
+            mlflow.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{folder}")
+        except MlflowException:  # created meanwhile by a concurrent run: that one is used
+            pass
+    return mlflow.set_experiment(name)
+
+
 def how_to_see(uri: str) -> str:
     """What to run or open to see the runs of ``uri``."""
     if uri.startswith(("http://", "https://", "databricks")):
@@ -132,14 +166,14 @@ def named_run(
     parent_run_id: str | None = None,
     params: dict | None = None,
     run_name: str | None = None,
+    artifact_location: str | None = None,
 ) -> str:
     """The id of the newest run tagged ``tag = name`` when ``reuse``, else of a new run with
     that tag (nested under ``parent_run_id``, with ``params`` logged). A resumed training
     run, sweep or workflow continues its own run instead of starting a second one."""
     import mlflow
 
-    use_tracking(uri)
-    mlflow.set_experiment(experiment)
+    set_experiment(uri, experiment, artifact_location)
     if reuse:
         found = mlflow.search_runs(
             filter_string=f"tags.{tag} = '{name}'", order_by=["start_time DESC"], max_results=1, output_format="list"

@@ -34,10 +34,8 @@ from dwsfusion.checkpoints import TRAIN_FORMAT, TRAIN_STATE_FILE, save_generator
 from dwsfusion.errors import UsageError
 from dwsfusion.losses import supervised_losses
 from dwsfusion.metrics import compute_metrics
-from dwsfusion.model import GeneratorConfig
 from dwsfusion.step import (
     Networks,
-    build_networks,
     build_optimizers,
     critic_updates,
     recalibrate_batchnorm,
@@ -241,10 +239,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # the worker's share of the node: as many torch threads as CPUs reserved
         torch.set_num_threads(max(1, int(config.cpus_per_worker)))
-    torch.manual_seed(config.seed)
     np.random.seed(config.seed + rank)
-
-    nets = build_networks(GeneratorConfig(channel_min_hidden=config.channel_min_hidden), config.fusion_init)
+    nets = config.start_networks()  # seeds torch with config.seed first
     for module in nets.modules().values():
         module.to(device)
         if config.channels_last:
@@ -460,6 +456,7 @@ def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = N
         resume,
         parent_run_id,
         _flatten(config.model_dump(mode="json")),
+        artifact_location=config.mlflow_artifact_location,
     )
 
 

@@ -81,6 +81,8 @@ class WorkflowConfig(BaseModel):
     fuse: WorkflowFuse = WorkflowFuse()
     mlflow_tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the home's runs/mlflow.db
     mlflow_experiment: str = "dwsfusion"
+    # New experiments' artifacts; default: runs/mlartifacts beside a SQLite store (runtime.artifact_root)
+    mlflow_artifact_location: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -97,6 +99,7 @@ class WorkflowConfig(BaseModel):
 
     def train_config(self, data: str, storage: str, name: str = "train") -> TrainConfig:
         run = {"data": data, "storage_path": storage, "name": name, "mlflow_experiment": self.mlflow_experiment}
+        run["mlflow_artifact_location"] = self.mlflow_artifact_location
         return validate(TrainConfig, {**self.train.model_dump(), **run, "mlflow_tracking_uri": self.tracking_uri()})
 
     def sweep_config(self, train: TrainConfig, storage: str, name: str = "sweep") -> SweepConfig:
@@ -218,7 +221,8 @@ def _tune(ctx: StepContext) -> dict:
 
 
 def _evaluate(ctx: StepContext) -> dict:
-    """The best generator on the source pairs, beside pixel-wise mean and max fusion of them."""
+    """The best generator on the source pairs, beside the generator it started from (what the
+    training bought) and pixel-wise mean and max fusion of them."""
     import mlflow
 
     from dwsfusion.checkpoints import load_generator
@@ -229,6 +233,7 @@ def _evaluate(ctx: StepContext) -> dict:
     ir, vi = ctx.inputs["samples"]["ir"], ctx.inputs["samples"]["vi"]
     pairs, _ = find_pairs(ir, vi)
     evaluation = evaluate_generator(load_generator(ctx.inputs["model"]["generator"]), pairs, progress=ctx.progress)
+    start = evaluate_generator(ctx.config.train.start_networks().generator.eval(), pairs, progress=False)
     csv_path = write_csv(evaluation, ctx.out / "metrics.csv")
     baselines = {
         name: evaluate_folders(ir, vi, folder, progress=False)
@@ -240,9 +245,13 @@ def _evaluate(ctx: StepContext) -> dict:
         mlflow.log_metrics(
             {f"{name}_fusion_{k.replace('-', '_')}": m for k, (m, _) in baseline.summary().items() if m == m}
         )
+    mlflow.log_metrics({f"start_{k.replace('-', '_')}": m for k, (m, _) in start.summary().items() if m == m})
     mlflow.log_artifact(str(csv_path))
-    table = comparison_table({"dwsfusion": evaluation, **{f"{k} fusion": v for k, v in baselines.items()}})
-    return {"metrics_csv": str(csv_path), "means": means, "table": table}
+    columns = {"dwsfusion": evaluation, "start": start, **{f"{k} fusion": v for k, v in baselines.items()}}
+    start_means = {k: m for k, (m, _) in start.summary().items()}
+    bought = "  ".join(f"{k} {means[k] - start_means[k]:+.4f}" for k in ("VIF", "Qabf", "SSIM"))
+    table = comparison_table(columns) + f"\ntraining bought (dwsfusion - start): {bought}"
+    return {"metrics_csv": str(csv_path), "means": means, "start_means": start_means, "table": table}
 
 
 def _register(ctx: StepContext) -> dict:
@@ -250,7 +259,10 @@ def _register(ctx: StepContext) -> dict:
 
     config = ctx.config
     result = register_model(
-        run_id=ctx.inputs["model"]["run_id"], settings=config.registry, tracking_uri=config.tracking_uri()
+        run_id=ctx.inputs["model"]["run_id"],
+        settings=config.registry,
+        tracking_uri=config.tracking_uri(),
+        artifact_location=config.mlflow_artifact_location,
     )
     return {
         "name": result.name,
@@ -351,7 +363,13 @@ def _workflow_run(config: WorkflowConfig, workflow_id: str) -> str:
 
     tracking, experiment = config.tracking_uri(), config.mlflow_experiment
     return named_run(
-        tracking, experiment, "dwsfusion_workflow_id", workflow_id, True, run_name=f"workflow {workflow_id}"
+        tracking,
+        experiment,
+        "dwsfusion_workflow_id",
+        workflow_id,
+        True,
+        run_name=f"workflow {workflow_id}",
+        artifact_location=config.mlflow_artifact_location,
     )
 
 

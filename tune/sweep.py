@@ -162,6 +162,7 @@ def _parent_run(config: SweepConfig, resume: bool, parent_run_id: str | None) ->
         resume,
         parent_run_id,
         params,
+        artifact_location=config.train.mlflow_artifact_location,
     )
 
 

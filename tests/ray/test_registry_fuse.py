@@ -39,20 +39,28 @@ METRICS = ("Qabf", "VIF", "SSIM")
 DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
 
 
-def _dwsfusion(*args: str) -> subprocess.CompletedProcess:
+def _dwsfusion(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ADDRESS": ""}
-    done = subprocess.run([DWSFUSION, *args], capture_output=True, text=True, env=env, timeout=300)
+    for default_store in ("MLFLOW_TRACKING_URI", "DWSFUSION_HOME"):
+        env.pop(default_store, None)
+    done = subprocess.run([DWSFUSION, *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
     assert done.returncode == 0, f"dwsfusion {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, random_checkpoint):
-    """'fuser' v1 from the command line (champion), then v2, a worse model, through the API."""
+    """'fuser' v1 from the command line (champion) in a fresh folder with the default store,
+    then v2, a worse model, through the API."""
     root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    done = _dwsfusion("register", "--checkpoint", str(random_checkpoint), "--name", "fuser", "--tracking-uri", uri)
+    uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
+    done = _dwsfusion("register", "--checkpoint", str(random_checkpoint), "--name", "fuser", cwd=root)
     assert "registered fuser version 1 -> @champion: first champion" in done.stdout
+    # the artifacts sit beside the store (runs/mlartifacts), not in ./mlruns of the folder it ran in
+    assert not (root / "mlruns").exists() and (root / "runs" / "mlartifacts" / "dwsfusion-registry").is_dir()
+    logged = mlflow.MlflowClient(uri).get_experiment_by_name("dwsfusion-registry").artifact_location
+    assert Path(logged.removeprefix("file://")) == root / "runs" / "mlartifacts" / "dwsfusion-registry"
+    assert list((root / "runs" / "mlartifacts").rglob("generator*")), "the registered weights are there"
     first = mlflow.MlflowClient(uri).get_model_version_by_alias("fuser", "champion")
     # A clearly worse generator: its output layer is zeroed, so it fuses to a flat image.
     torch.manual_seed(0)
@@ -286,3 +294,30 @@ def test_mlflow_models_serve_round_trip_equals_fuse(registry, tmp_path, random_c
         server.wait(timeout=30)
     assert served.shape == expected.shape
     assert np.array_equal(np.floor(served * 255), np.floor(expected * 255))  # the same 8-bit image
+
+
+def test_compare_a_registered_model_on_ray_actors_as_in_one_process(registry, random_checkpoint, samples_dir, tmp_path):
+    """``dwsfusion compare`` takes models:/NAME@ALIAS; its Ray actors give exactly the numbers
+    of one process, and --mlflow logs the means and the report beside the store."""
+    from pipelines.compare import CompareJob, run_compare
+
+    uri, first, _ = registry
+    common = {
+        "ir": str(samples_dir / "ir"),
+        "vi": str(samples_dir / "vi"),
+        "methods": ("champion=models:/fuser@champion", f"checkpoint={random_checkpoint}", "max=max"),
+        "metrics": METRICS,
+        "tracking_uri": uri,
+        "figure_pairs": 1,
+        "costs": False,
+    }
+    here = run_compare(CompareJob(**common, output=str(tmp_path / "here"), workers=1), progress=False)
+    actors = run_compare(CompareJob(**common, output=str(tmp_path / "ray"), workers=2, log_mlflow=True), progress=False)
+    assert actors.scores.rows == here.scores.rows and actors.board.pairs == here.board.pairs
+    # v1 (the champion) was registered from this very checkpoint: the same numbers
+    assert here.scores.rows["champion"] == here.scores.rows["checkpoint"]
+    run = mlflow.MlflowClient(uri).get_run(actors.mlflow_run_id)
+    assert run.data.metrics["max/Qabf"] == pytest.approx(here.board.entries["max"]["Qabf"].mean)
+    assert run.data.params["method.champion"] == "models:/fuser@champion"
+    logged = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(actors.mlflow_run_id)}
+    assert {"compare.html", "leaderboard.csv", "crops.png"} <= logged

@@ -119,6 +119,14 @@ def test_end_to_end_with_lineage(first):
     assert any(name.startswith("tiny.train-") for name in names)  # the training run, named by its step key
     version = client.get_model_version("tiny-fuser", outputs["register"]["version"])
     assert version.run_id == outputs["model"]["run_id"]
+    # The table shows the start beside the trained generator, and what training bought
+    evaluation = outputs["evaluate"]
+    assert evaluation["table"].splitlines()[0].split()[:3] == ["metric", "dwsfusion", "start"]
+    assert "training bought (dwsfusion - start): VIF" in stdout
+    assert evaluation["start_means"]["VIF"] != evaluation["means"]["VIF"]
+    # MLflow's artifacts sit beside its store (mlartifacts/), not in ./mlruns of where it ran
+    location = client.get_experiment_by_name("workflow-test").artifact_location.removeprefix("file://")
+    assert Path(location) == root / "mlartifacts" / "workflow-test" and any(Path(location).rglob("metrics.csv"))
 
 
 def test_the_quickstart_verbs_print_no_library_warnings(first):

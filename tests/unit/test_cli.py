@@ -198,3 +198,42 @@ def test_ctrl_c_is_a_short_line_and_status_130(monkeypatch, capsys):
     assert main(["fuse", "--checkpoint", "c", "--input", "a.tar", "--output", "o"]) == 130
     err = capsys.readouterr().err
     assert "interrupted (the same command again goes on" in err and "Traceback" not in err
+
+
+def _parsers(parser, path=("dwsfusion",)):
+    """(words, parser) of the program and every verb and sub-verb under it."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_verb_and_sub_verb_renders_its_help(capsys):
+    """``--help`` of each (sub)command prints and exits 0: a help text argparse cannot format
+    (a bare ``%`` in a description, as "0.01 = 1 %" once was) fails here, not in front of a user."""
+    from pipelines.cli import build_parser
+
+    rendered = []
+    for words, parser in _parsers(build_parser()):
+        with pytest.raises(SystemExit) as exc:
+            main([*words[1:], "--help"])
+        assert exc.value.code == 0, words
+        assert parser.format_usage().split()[1] == words[0] and capsys.readouterr().out.startswith("usage:")
+        rendered.append(" ".join(words))
+    assert {"dwsfusion register", "dwsfusion fuse", "dwsfusion pipeline unlock"} <= set(rendered)
+    assert len(rendered) >= 14
+    register = next(p for w, p in _parsers(build_parser()) if w[-1] == "register").format_help()
+    assert "0.01 = 1 %" in register
+
+
+def test_the_folder_form_takes_output_and_keeps_out_as_its_alias(samples_dir, random_checkpoint, tmp_path):
+    """``--output`` names the output in both forms of ``fuse``; ``--out`` still works."""
+    folder = ["--checkpoint", str(random_checkpoint), "--ir", str(samples_dir / "ir"), "--vi", str(samples_dir / "vi")]
+    for option in ("--output", "--out"):
+        assert main(["fuse", *folder, option, str(tmp_path / option.strip("-")), "--quiet"]) == 0
+    names = {option: sorted(p.name for p in (tmp_path / option).iterdir()) for option in ("output", "out")}
+    assert names["output"] == names["out"]
+    assert len(list((tmp_path / "output").glob("*.png"))) == 3

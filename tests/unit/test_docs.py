@@ -168,6 +168,7 @@ def _runnable(tmp: Path, checkpoint: Path, samples: Path) -> list[list[str]]:
         "--ir": str(samples / "ir"),
         "--vi": str(samples / "vi"),
         "--out": None,
+        "--output": None,
         "--fused": None,
         "--csv": None,
     }
@@ -182,7 +183,7 @@ def _runnable(tmp: Path, checkpoint: Path, samples: Path) -> list[list[str]]:
         for i, word in enumerate(argv[:-1]):
             if word in paths:
                 value = paths[word] or str(tmp / f"{argv[0]}{i}" / Path(argv[i + 1]).name)
-                if word in ("--out",) and argv[0] == "fuse":
+                if word in ("--out", "--output") and argv[0] == "fuse":
                     value = str(tmp / "fused")
                 if word == "--fused":
                     value = str(tmp / "fused")
@@ -201,7 +202,7 @@ def test_the_cheap_commands_run_on_tiny_data(tmp_path, random_checkpoint, sample
 
 
 def test_measured_figures_in_the_docs_come_from_the_results_files():
-    """docs/performance.md and the reproduction block of docs/fidelity.md are what
+    """docs/performance.md, the generated blocks of docs/fidelity.md and docs/compare.md are what
     benchmarks/report.py makes of benchmarks/results/ now (rerun it after a benchmark)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import report
@@ -209,3 +210,5 @@ def test_measured_figures_in_the_docs_come_from_the_results_files():
     assert report.PAGE.read_text() == report.render(), "run: python benchmarks/report.py"
     fidelity = report.FIDELITY.read_text()
     assert report.BLOCK.search(fidelity) and report.render_fidelity(fidelity) == fidelity
+    compare = report.COMPARE.read_text()
+    assert "<!-- compare_tno:" in compare and report.render_compare(compare) == compare

@@ -66,3 +66,16 @@ def test_build_networks_starts_as_a_sum_by_default_and_every_parameter_still_lea
     # The zeroed gate layers get gradients at once (their inputs are non-zero), so nothing is frozen.
     for gate in (head.conv_out.omni_low.channel_gate, head.conv_out.omni_high.filter_gate):
         assert gate.weight.grad.abs().sum() > 0
+
+
+def test_a_seed_is_a_start_the_workflow_can_score_again():
+    """``TrainSettings.start_networks`` (the training loop's start, and the workflow table's
+    'start' column) gives the same generator for the same seed and another for another seed."""
+    from pipelines.config import TrainSettings
+
+    def weights(seed: int) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in TrainSettings(seed=seed).start_networks().generator.parameters()]
+
+    first, again, other = weights(3), weights(3), weights(4)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
