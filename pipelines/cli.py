@@ -319,7 +319,9 @@ def _compare(args: argparse.Namespace) -> int:
         + f"   (means over {len(board.pairs)} pairs, rank)"
     )
     for method in board.methods:
-        cells = "".join(f"{board.entries[method][k].mean:>9.4f} ({board.entries[method][k].rank})" for k in shown)
+        cells = "".join(
+            f"{board.entries[method][k].mean:.4f} ({board.entries[method][k].rank})".rjust(14) for k in shown
+        )
         print(f"{method:<{width}}{cells}")
     for name, problems in result.failures.items():
         for problem in problems[:10]:

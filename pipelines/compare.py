@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
@@ -114,8 +115,6 @@ class _Scorer:
     """A Ray actor holding every method's fuser (models loaded once), scoring chunks of pairs."""
 
     def __init__(self, fusers: list[Fuser], metrics: tuple[str, ...]):
-        import torch
-
         torch.set_num_threads(1)  # one CPU per actor: the actors are the parallelism
         self.fusers, self.metrics = fusers, metrics
 
@@ -134,12 +133,15 @@ def _score_on_ray(fusers: list[Fuser], pairs, metrics, workers: int, progress: b
     size = max(1, len(pairs) // (workers * 4))
     chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
     scores = Scores([f.method for f in fusers], metrics, {f.method.name: [] for f in fusers}, {})
-    with tqdm(total=len(pairs), desc="compare", unit="pair", disable=not progress) as bar:
-        for done, part in ActorPool(actors).map_unordered(lambda actor, chunk: actor.score.remote(chunk), chunks):
-            scores.merge(part)
-            bar.update(done)
-    for actor in actors:
-        ray.kill(actor)
+    try:
+        with tqdm(total=len(pairs), desc="compare", unit="pair", disable=not progress) as bar:
+            pool = ActorPool(actors)
+            for done, part in pool.map_unordered(lambda actor, chunk: actor.score.remote(chunk), chunks):
+                scores.merge(part)
+                bar.update(done)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
     for name in scores.rows:
         scores.rows[name].sort(key=lambda r: r["name"])
     return scores

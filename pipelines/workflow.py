@@ -248,7 +248,7 @@ def _evaluate(ctx: StepContext) -> dict:
     mlflow.log_metrics({f"start_{k.replace('-', '_')}": m for k, (m, _) in start.summary().items() if m == m})
     mlflow.log_artifact(str(csv_path))
     columns = {"dwsfusion": evaluation, "start": start, **{f"{k} fusion": v for k, v in baselines.items()}}
-    start_means = {k: m for k, (m, _) in start.summary().items()}
+    start_means = {k: m for k, (m, _) in start.summary().items() if m == m}
     bought = "  ".join(f"{k} {means[k] - start_means[k]:+.4f}" for k in ("VIF", "Qabf", "SSIM"))
     table = comparison_table(columns) + f"\ntraining bought (dwsfusion - start): {bought}"
     return {"metrics_csv": str(csv_path), "means": means, "start_means": start_means, "table": table}
