@@ -31,8 +31,8 @@ def main() -> None:
     if not (tno / "ir").is_dir() or not (official / "tno_fused").is_dir():
         raise SystemExit(f"{tno} and {official / 'tno_fused'} are needed")
     methods = {
-        "release (images)": str(official / "tno_fused"),
-        "release (weights)": str(official / "dwsfusion_official_generator.pth"),
+        "release images": str(official / "tno_fused"),
+        "release weights": str(official / "dwsfusion_official_generator.pth"),
         "ours": args.ours,
         "mean": "mean",
         "max": "max",
@@ -52,7 +52,8 @@ def main() -> None:
         {
             "command": "dwsfusion compare --ir TNO/ir --vi TNO/vi "
             + " ".join(f"--method '{name}={source}'" for name, source in methods.items()),
-            "ours": f"{args.label} ({args.ours})",
+            "ours": args.label,
+            "ours_source": args.ours,
             "wall_s": time.perf_counter() - started,
             **{k: summary[k] for k in ("pairs", "means", "stds", "ranks", "p_values", "best", "costs")},
         },

@@ -286,10 +286,10 @@ def leaderboard(scores: Scores, policy: str = "error") -> Leaderboard:
 PROBE_SIZE = (480, 640)  # (H, W): the cost table's pair
 
 
-def model_costs(generator: Generator, repeats: int = 3) -> dict[str, float]:
+def model_costs(generator: Generator, repeats: int = 5) -> dict[str, float]:
     """Parameters, FLOPs of one 640x480 pair (convolutions and matrix products as
     torch.utils.flop_counter counts them: a multiply-add is 2; elementwise work and the FFT are
-    not counted) and seconds per pair here (median of ``repeats`` after one warm-up, fusion of
+    not counted) and seconds per pair here (median of ``repeats`` runs after one warm-up, fusion of
     the luma planes only, as ``dwsfusion fuse`` runs it)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
