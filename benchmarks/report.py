@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from dwsfusion.compare_report import SIGNIFICANT, cell
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "docs" / "performance.md"
@@ -374,21 +376,23 @@ def compare_tno() -> str:
     methods = list(r["means"])
     lines = [
         f"TNO, {len(r['pairs'])} pairs; ours: {r['ours']}. Cells: mean ± std (rank); **bold**: best; "
-        "\\* differs from the best (paired Wilcoxon signed-rank test, p < 0.05); ↓: lower is better.",
+        f"\\* differs from the best (paired Wilcoxon signed-rank test, p < {SIGNIFICANT}); ↓: lower is better.",
         "",
         "| method | " + " | ".join(f"{k}{' ↓' if k == 'Nabf' else ''}" for k in COMPARE_METRICS) + " |",
         "|---|" + "---|" * len(COMPARE_METRICS),
     ]
     for method in methods:
-        cells = []
-        for metric in COMPARE_METRICS:
-            text = f"{r['means'][method][metric]:.4f} ± {r['stds'][method][metric]:.3f} ({r['ranks'][method][metric]})"
-            p_value = r["p_values"][method][metric]
-            if r["best"][metric] == method:
-                text = f"**{text}**"
-            elif p_value is not None and p_value < 0.05:
-                text += " \\*"
-            cells.append(text)
+        cells = [
+            cell(
+                r["means"][method][k],
+                r["stds"][method][k],
+                r["ranks"][method][k],
+                r["best"][k] == method,
+                r["p_values"][method][k],
+                star="\\*",
+            )
+            for k in COMPARE_METRICS
+        ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -38,6 +38,15 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def cell(mean: float, std: float, rank: int, best: bool, p_value: float | None, star: str = "*") -> str:
+    """One Markdown leaderboard cell: 'mean ± std (rank)', bold for the best, ``star`` after it
+    where the paired test against the best gives p < ``SIGNIFICANT`` (the docs escape it: ``\\*``)."""
+    text = f"{_number(mean)} ± {_number(std, 3)} ({rank})"
+    if best:
+        return f"**{text}**"
+    return f"{text} {star}" if p_value is not None and p_value < SIGNIFICANT else text
+
+
 def means_csv(board: Leaderboard) -> str:
     """One row per method: ``method`` then one column of means per metric, named by the metric."""
     rows = [{"method": m, **{k: board.entries[m][k].mean for k in board.metrics}} for m in board.methods]
@@ -65,15 +74,10 @@ def markdown(board: Leaderboard, costs: dict[str, dict[str, float]]) -> str:
         rule,
     ]
     for method in board.methods:
-        cells = []
-        for metric in board.metrics:
-            e = board.entries[method][metric]
-            text = f"{_number(e.mean)} ± {_number(e.std)} ({e.rank})"
-            if board.best[metric] == method:
-                text = f"**{text}**"
-            elif e.p_value is not None and e.p_value < SIGNIFICANT:
-                text += " *"
-            cells.append(text)
+        cells = [
+            cell(e.mean, e.std, e.rank, board.best[metric] == method, e.p_value)
+            for metric, e in ((k, board.entries[method][k]) for k in board.metrics)
+        ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += [
         "",
