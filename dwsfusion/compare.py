@@ -45,7 +45,8 @@ CONVENTIONS = (
     "large images in tiles), then scored as that file would be.",
     "Baselines: mean and max of the IR and VIS luma (VIS chroma kept, rounded); ir and vi are the sources themselves.",
     "MS-SSIM is NaN on images under 161 px a side; its mean and test skip those pairs, and say so.",
-    "Ranks: 1 is best (lower is better for MSE and Nabf, higher for the rest). The paired test is the two-sided "
+    "Ranks: 1 is best, equal means share a rank (lower is better for MSE and Nabf, higher for the rest). The paired "
+    "test is the two-sided "
     "Wilcoxon signed-rank test of each method's per-pair values against the best method's.",
 )
 
@@ -270,9 +271,11 @@ def leaderboard(scores: Scores, policy: str = "error") -> Leaderboard:
             n: float(np.nanmean(values[n][metric])) if np.any(~np.isnan(values[n][metric])) else math.nan for n in names
         }
         sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-        order = sorted(names, key=lambda n: (math.isnan(means[n]), sign * means[n] if means[n] == means[n] else 0))
+        key = {n: (math.isnan(means[n]), sign * means[n] if means[n] == means[n] else 0.0) for n in names}
+        order = sorted(names, key=key.get)
         best[metric] = order[0]
-        for rank, name in enumerate(order, start=1):
+        for name in order:
+            rank = 1 + sum(key[other] < key[name] for other in names)  # equal means share a rank
             column = values[name][metric]
             ok = column[~np.isnan(column)]
             p_value = None if name == order[0] else _paired_p(column, values[order[0]][metric])

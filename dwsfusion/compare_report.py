@@ -79,6 +79,10 @@ def markdown(board: Leaderboard, costs: dict[str, dict[str, float]]) -> str:
             for metric, e in ((k, board.entries[method][k]) for k in board.metrics)
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for metric in board.metrics:
+        counted = {board.entries[m][metric].pairs for m in board.methods}
+        if counted != {len(board.pairs)}:
+            lines += ["", f"{metric}: over {max(counted)} of the {len(board.pairs)} pairs (NaN on the others)."]
     lines += [
         "",
         "Paired test against the best method of each metric (two-sided p; — for the best itself):",

@@ -87,6 +87,7 @@ def test_identical_methods_tie_with_p_one(samples_dir, tmp_path):
     fusers = build_fusers([Method.parse("a=mean"), Method.parse("b=mean")], load_generator=None)
     board = leaderboard(score_pairs(fusers, pairs, ("VIF", "SSIM")))
     assert all(board.entries["b"][k].p_value == 1.0 for k in ("VIF", "SSIM"))
+    assert all(board.entries[m][k].rank == 1 for m in ("a", "b") for k in ("VIF", "SSIM"))  # a tie shares rank 1
     assert board.entries["a"]["VIF"].mean == board.entries["b"]["VIF"].mean
 
 
@@ -147,3 +148,19 @@ def test_a_result_of_another_size_is_named_and_its_method_left_off_the_board(sam
     assert "differs from its sources'" in err and "not on the board (a pair failed): wrong" in err
     assert list(_means(tmp_path / "report" / "leaderboard.csv")) == ["max"]
     assert "Not on the board" in (tmp_path / "report" / "leaderboard.md").read_text()
+
+
+def test_a_metric_nan_on_small_pairs_is_averaged_over_the_others_and_says_so():
+    """MS-SSIM is NaN below 161 px: its mean and test skip those pairs, and the table says over how many."""
+    from dwsfusion.compare import Scores
+    from dwsfusion.compare_report import markdown
+
+    methods = [Method("a", "mean", "baseline"), Method("b", "max", "baseline")]
+    rows = {
+        "a": [{"name": "p1", "MS-SSIM": 0.5}, {"name": "p2", "MS-SSIM": float("nan")}, {"name": "p3", "MS-SSIM": 0.7}],
+        "b": [{"name": "p1", "MS-SSIM": 0.4}, {"name": "p2", "MS-SSIM": float("nan")}, {"name": "p3", "MS-SSIM": 0.6}],
+    }
+    board = leaderboard(Scores(methods, ("MS-SSIM",), rows, {}))
+    assert board.pairs == ["p1", "p2", "p3"] and board.best["MS-SSIM"] == "a"
+    assert board.entries["a"]["MS-SSIM"].mean == pytest.approx(0.6) and board.entries["a"]["MS-SSIM"].pairs == 2
+    assert "MS-SSIM: over 2 of the 3 pairs (NaN on the others)." in markdown(board, {})
