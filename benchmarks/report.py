@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dwsfusion.compare_report import SIGNIFICANT, cell
+from dwsfusion.compare_report import SIGNIFICANT, cell, cost_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -396,14 +396,7 @@ def compare_tno() -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| model | parameters | GFLOP per 640×480 pair | seconds per 640×480 pair (the generator on the luma) |",
-        "|---|---|---|---|",
-    ]
-    for method, cost in r["costs"].items():
-        lines.append(
-            f"| {method} | {int(cost['parameters']):,} | {cost['gflops_640x480']:.2f} | {cost['seconds_640x480']:.3f} |"
-        )
-    lines += [
+        cost_table(r["costs"]),
         "",
         f"The whole comparison took {r['wall_s'] / 60:.1f} min on {_machine(r)}. "
         "Source: `benchmarks/results/compare_tno.json`.",

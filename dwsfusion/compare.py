@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import wilcoxon
+from torch.utils.flop_counter import FlopCounterMode
 
 from .color import IMAGE_SUFFIXES, ImageError, read_image
 from .constants import BASELINE_METHODS, METRIC_NAMES
 from .errors import UsageError
-from .evaluate import score_images, to_gray_u8
+from .evaluate import gray_u8, score_images
 from .fuse import compose_output, fuse_luma, load_pair
 from .model import Generator
 from .pairs import ImagePair
@@ -171,9 +173,15 @@ class Scores:
     rows: dict[str, list[dict]] = field(default_factory=dict)  # method name -> one row per pair
     failures: dict[str, list[str]] = field(default_factory=dict)  # method name -> "<file>: <reason>"
 
+    @classmethod
+    def empty(cls, fusers: list[Fuser], metrics: tuple[str, ...]) -> Scores:
+        return cls([f.method for f in fusers], metrics, {f.method.name: [] for f in fusers}, {})
+
     def merge(self, other: Scores) -> None:
+        """Add another part's scores (e.g. a Ray actor's chunk of pairs); rows stay in pair order."""
         for name, rows in other.rows.items():
             self.rows.setdefault(name, []).extend(rows)
+            self.rows[name].sort(key=lambda r: r["name"])
         for name, problems in other.failures.items():
             self.failures.setdefault(name, []).extend(problems)
 
@@ -183,10 +191,10 @@ def score_pairs(
 ) -> Scores:
     """Each pair's sources are decoded once, then every method's image of it is scored;
     ``on_pair`` (if given) is called after each pair (a progress bar's update)."""
-    scores = Scores([f.method for f in fusers], metrics, {f.method.name: [] for f in fusers}, {})
+    scores = Scores.empty(fusers, metrics)
     for pair in pairs:
         try:
-            ir_u8, vi_u8 = (to_gray_u8(*read_image(path)) for path in (pair.ir, pair.vi))
+            ir_u8, vi_u8 = gray_u8(pair.ir), gray_u8(pair.vi)
         except ImageError as exc:
             for fuser in fusers:
                 scores.failures.setdefault(fuser.method.name, []).append(str(exc))
@@ -206,8 +214,8 @@ def score_pairs(
             scores.rows[fuser.method.name].append(row)
         if on_pair is not None:
             on_pair()
-    for name in scores.rows:
-        scores.rows[name].sort(key=lambda r: r["name"])
+    for rows in scores.rows.values():
+        rows.sort(key=lambda r: r["name"])
     return scores
 
 
@@ -294,9 +302,6 @@ def model_costs(generator: Generator, repeats: int = 5) -> dict[str, float]:
     torch.utils.flop_counter counts them: a multiply-add is 2; elementwise work and the FFT are
     not counted) and seconds per pair here (median of ``repeats`` runs after one warm-up, fusion of
     the luma planes only, as ``dwsfusion fuse`` runs it)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     rng = np.random.default_rng(0)
     ir, vi = (rng.random(PROBE_SIZE, dtype=np.float32) for _ in range(2))
     counter = FlopCounterMode(display=False)

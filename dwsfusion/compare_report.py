@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .compare import CONVENTIONS, LOWER_IS_BETTER, Fuser, Leaderboard, Scores  # noqa: E402
-from .evaluate import rows_csv, to_gray_u8  # noqa: E402
+from .evaluate import gray_u8, rows_csv, written_gray_u8  # noqa: E402
 from .files import atomic_path, atomic_write  # noqa: E402
 from .pairs import ImagePair  # noqa: E402
 
@@ -109,7 +109,11 @@ def markdown(board: Leaderboard, costs: dict[str, dict[str, float]]) -> str:
 
 
 def cost_table(costs: dict[str, dict[str, float]]) -> str:
-    lines = ["| model | parameters | GFLOP per 640×480 pair | seconds per 640×480 pair (here) |", "|---|---|---|---|"]
+    """The models' costs as a Markdown table (leaderboard.md and docs/compare.md)."""
+    lines = [
+        "| model | parameters | GFLOP per 640×480 pair | seconds per 640×480 pair (the generator on the luma, here) |",
+        "|---|---|---|---|",
+    ]
     for name, c in costs.items():
         lines.append(f"| {name} | {int(c['parameters']):,} | {c['gflops_640x480']:.2f} | {c['seconds_640x480']:.3f} |")
     return "\n".join(lines)
@@ -126,10 +130,7 @@ def _detail_window(ir: np.ndarray, vi: np.ndarray, side: int) -> tuple[int, int]
     energy after a blur, so that sensor noise does not choose it), searched on a grid of
     half-window steps."""
     ir, vi = (cv2.GaussianBlur(x.astype(np.float32), (0, 0), 2.0) for x in (ir, vi))
-    energy = sum(
-        np.abs(np.diff(x.astype(np.float32), axis=1))[:-1] + np.abs(np.diff(x.astype(np.float32), axis=0))[:, :-1]
-        for x in (ir, vi)
-    )
+    energy = sum(np.abs(np.diff(x, axis=1))[:-1] + np.abs(np.diff(x, axis=0))[:, :-1] for x in (ir, vi))
     h, w = ir.shape
     step = max(1, side // 2)
     best, where = -1.0, (0, 0)
@@ -142,19 +143,16 @@ def _detail_window(ir: np.ndarray, vi: np.ndarray, side: int) -> tuple[int, int]
 
 
 def crops_figure(fusers: list[Fuser], pairs: list[ImagePair], side: int = 160):
-    """For each pair, the same crop of the sources and of every method's result, side by side."""
-    from .color import read_image
-
+    """For each pair, the same crop of the sources and of every method's result, side by side
+    (each method's image is made again for these few pairs: the scoring keeps none in memory)."""
     columns = ["IR", "VIS", *(f.method.name for f in fusers)]
     fig, axes = plt.subplots(len(pairs), len(columns), figsize=(1.9 * len(columns), 2.0 * len(pairs)), squeeze=False)
     for row, pair in enumerate(pairs):
-        ir, vi = (to_gray_u8(*read_image(p)) for p in (pair.ir, pair.vi))
+        ir, vi = gray_u8(pair.ir), gray_u8(pair.vi)
         s = min(side, *ir.shape)
         y, x = _detail_window(ir, vi, s)
         images = [ir, vi]
-        for fuser in fusers:
-            image, _ = fuser.image(pair)
-            images.append(to_gray_u8(image, 65535 if image.dtype == np.uint16 else 255))
+        images += [written_gray_u8(fuser.image(pair)[0]) for fuser in fusers]
         for col, (title, image) in enumerate(zip(columns, images, strict=True)):
             ax = axes[row][col]
             ax.imshow(image[y : y + s, x : x + s], cmap="gray", vmin=0, vmax=255, interpolation="nearest")

@@ -32,6 +32,11 @@ def to_gray_u8(image: np.ndarray, max_value: int) -> np.ndarray:
     return luma_u8(image) if image.ndim == 3 else image
 
 
+def written_gray_u8(image: np.ndarray) -> np.ndarray:
+    """An image as fusion writes it (uint8 or uint16, gray or RGB) -> 8-bit luma."""
+    return to_gray_u8(image, 65535 if image.dtype == np.uint16 else 255)
+
+
 @dataclass
 class Evaluation:
     rows: list[dict[str, float | str]]
@@ -94,7 +99,7 @@ def score_images(
     """``score_fused`` with the sources as 8-bit luma already (``to_gray_u8`` of what was read)."""
     if not names:
         return {}
-    f = to_gray_u8(fused, 65535 if fused.dtype == np.uint16 else 255)
+    f = written_gray_u8(fused)
     if str(device).startswith("cuda"):
         from .metrics_torch import compute_metrics as compute_on_device
 

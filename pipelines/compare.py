@@ -132,7 +132,7 @@ def _score_on_ray(fusers: list[Fuser], pairs, metrics, workers: int, progress: b
     actors = [ray.remote(num_cpus=1)(_Scorer).remote(shared, metrics) for _ in range(workers)]
     size = max(1, len(pairs) // (workers * 4))
     chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-    scores = Scores([f.method for f in fusers], metrics, {f.method.name: [] for f in fusers}, {})
+    scores = Scores.empty(fusers, metrics)
     try:
         with tqdm(total=len(pairs), desc="compare", unit="pair", disable=not progress) as bar:
             pool = ActorPool(actors)
@@ -142,8 +142,6 @@ def _score_on_ray(fusers: list[Fuser], pairs, metrics, workers: int, progress: b
     finally:
         for actor in actors:
             ray.kill(actor)
-    for name in scores.rows:
-        scores.rows[name].sort(key=lambda r: r["name"])
     return scores
 
 
