@@ -21,7 +21,7 @@ from dwsfusion.pairs import ImagePair
 from dwsfusion.samples import make_scene
 
 
-def main(repeats: int = 10) -> None:
+def main(repeats: int = 30) -> None:
     tno = SHARED / "data" / "TNO"
     weights = SHARED / "official" / "dwsfusion_official_generator.pth"
     if (tno / "ir" / "10.png").exists():
@@ -53,7 +53,7 @@ def main(repeats: int = 10) -> None:
             "general_path_seconds_per_pair_median": statistics.median(general_times),
             "max_abs_diff_fast_vs_general": float(np.abs(fast - general).max()),
             "pixels_differing_after_8bit_truncation": int((np.floor(fast * 255) != np.floor(general * 255)).sum()),
-            "goal_seconds": 0.15,
+            "goal_seconds": 0.12,  # issue 42: the default engine; 0.19 for PyTorch itself
         },
     )
 

@@ -14,9 +14,14 @@ from tqdm import tqdm
 
 from .checkpoints import load_generator
 from .color import ImageError, quantize, read_image, rgb_to_ycrcb, to_gray_float, write_image, ycrcb_to_rgb
+from .errors import UsageError
 from .model import Generator
+from .onnx_engine import ENGINES, ONNX_SUFFIX, OnnxFuser
 from .pairs import ImagePair, find_pairs
 from .tiling import TileConfig, fuse_luma_tiled
+
+# What fuses: a PyTorch generator, or an exported one on ONNX Runtime (``dwsfusion export``).
+Fuser = Generator | OnnxFuser
 
 
 @dataclass
@@ -63,25 +68,53 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+def load_fuser(path: str | os.PathLike, engine: str = "auto", device: str = "cpu", threads: int | None = None) -> Fuser:
+    """A model file -> what fuses with it. ``engine`` auto: an ``.onnx`` file runs on ONNX
+    Runtime, any other file is a PyTorch checkpoint (``load_generator``) on ``device``."""
+    is_onnx = Path(path).suffix.lower() == ONNX_SUFFIX
+    if engine not in ("auto", *ENGINES):
+        raise UsageError(f"engine {engine!r}: choose auto, {', '.join(ENGINES)}")
+    if engine == "onnxruntime" and not is_onnx:
+        raise UsageError(
+            f"{path}: the onnxruntime engine runs an exported model; write one with "
+            f"dwsfusion export --checkpoint {path} --output model.onnx"
+        )
+    if engine == "torch" and is_onnx:
+        raise UsageError(f"{path}: an ONNX file runs on the onnxruntime engine (--engine onnxruntime or auto)")
+    if is_onnx:  # ONNX Runtime picks its provider (CUDA where onnxruntime-gpu is installed): no device
+        return OnnxFuser(path, threads)
+    return load_generator(path).to(device)
+
+
+def fuser_device(fuser: Fuser) -> str:
+    """Where a fuser's outputs are scored: its generator's device, or the CPU for ONNX Runtime."""
+    return fuser.device if isinstance(fuser, OnnxFuser) else str(next(fuser.parameters()).device)
+
+
 @torch.inference_mode()
 def fuse_luma(
-    generator: Generator,
+    generator: Fuser,
     ir: np.ndarray,
     vis_y: np.ndarray,
     tiles: TileConfig | None = None,
     precision: str = "fp32",
 ) -> np.ndarray:
     """(H, W) luma planes in [0, 1] -> fused (H, W) float32 in [0, 1]; in overlapping tiles
-    when ``tiles`` says the image is too large for one pass."""
-    if tiles is not None and tiles.wants_tiles(*ir.shape):
+    when ``tiles`` says the image is too large for one pass (PyTorch only: an exported graph
+    fuses the whole image, as its AlphaNet cannot be given a whole image's alpha)."""
+    if tiles is not None and tiles.wants_tiles(*ir.shape) and isinstance(generator, Generator):
         return fuse_luma_tiled(generator, ir, vis_y, tiles, precision)
     return fuse_luma_batch(generator, ir[None], vis_y[None], precision)[0]
 
 
 @torch.inference_mode()
-def fuse_luma_batch(generator: Generator, irs: np.ndarray, vis: np.ndarray, precision: str = "fp32") -> np.ndarray:
+def fuse_luma_batch(generator: Fuser, irs: np.ndarray, vis: np.ndarray, precision: str = "fp32") -> np.ndarray:
     """(N, H, W) stacks of same-size luma planes in [0, 1] -> fused (N, H, W) float32, in one
     forward pass (eval-mode BatchNorm and per-sample attention: each pair as if alone)."""
+    if isinstance(generator, OnnxFuser):
+        if precision != "fp32":
+            raise UsageError(f"precision {precision}: the onnxruntime engine runs the export's fp32")
+        return generator(irs, vis)
     device = next(generator.parameters()).device
     ir_t = torch.from_numpy(np.ascontiguousarray(irs, dtype=np.float32))[:, None].to(device)
     vi_t = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32))[:, None].to(device)
@@ -98,7 +131,7 @@ def compose_output(source: SourcePair, fused_y: np.ndarray, rounding: str = "tru
 
 
 def fuse_pair(
-    generator: Generator,
+    generator: Fuser,
     pair: ImagePair,
     rounding: str = "truncate",
     tiles: TileConfig | None = TileConfig(),
@@ -115,7 +148,7 @@ class FuseReport:
 
 
 def fuse_pairs(
-    generator: Generator,
+    generator: Fuser,
     pairs: Iterable[ImagePair],
     out_dir: str | os.PathLike,
     rounding: str = "truncate",
@@ -149,22 +182,24 @@ def fuse_folder(
     progress: bool = True,
     tiles: TileConfig | None = TileConfig(),
     precision: str = "fp32",
+    engine: str = "auto",
 ) -> FuseReport:
-    """The folder form of ``dwsfusion fuse``: checkpoint + folders -> fused PNGs named by stem."""
+    """The folder form of ``dwsfusion fuse``: checkpoint (or exported .onnx) + folders -> fused
+    PNGs named by stem."""
     pairs, _ = find_pairs(ir_dir, vi_dir, strict=True)
-    generator = load_generator(checkpoint).to(device)
-    return fuse_pairs(generator, pairs, out_dir, rounding, progress, tiles, precision)
+    fuser = load_fuser(checkpoint, engine, device)
+    return fuse_pairs(fuser, pairs, out_dir, rounding, progress, tiles, precision)
 
 
 def fuse_sources(
-    generator: Generator, sources: list[SourcePair], tiles: TileConfig | None = TileConfig(), precision: str = "fp32"
+    generator: Fuser, sources: list[SourcePair], tiles: TileConfig | None = TileConfig(), precision: str = "fp32"
 ) -> list[np.ndarray]:
     """The fused (H, W) luma of each source pair, in order: those of one size (and not tiled)
     share one forward pass, a large one is fused in tiles on its own."""
     fused: list[np.ndarray | None] = [None] * len(sources)
     same_size: dict[tuple[int, int], list[int]] = {}
     for i, source in enumerate(sources):
-        if tiles is not None and tiles.wants_tiles(*source.ir.shape):
+        if tiles is not None and tiles.wants_tiles(*source.ir.shape) and isinstance(generator, Generator):
             fused[i] = fuse_luma(generator, source.ir, source.vis_y, tiles, precision)
         else:
             same_size.setdefault(source.ir.shape, []).append(i)
@@ -177,7 +212,7 @@ def fuse_sources(
 
 
 def fuse_and_score(
-    generator: Generator,
+    generator: Fuser,
     pairs: list[ImagePair],
     out_dir: str | os.PathLike,
     metrics: tuple[str, ...] = (),
@@ -195,7 +230,7 @@ def fuse_and_score(
     from .color import check_header_pixels
     from .evaluate import score_fused
 
-    device = str(next(generator.parameters()).device)
+    device = fuser_device(generator)
     rows: dict[str, dict] = {}
     loaded: list[tuple[ImagePair, SourcePair, float]] = []
     for pair in pairs:

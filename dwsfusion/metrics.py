@@ -20,7 +20,10 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
+from .allocator import keep_freed_memory
 from .constants import METRIC_NAMES
+
+keep_freed_memory()  # the first pair as fast as the next (dwsfusion.allocator)
 
 _EPS = 1e-8
 

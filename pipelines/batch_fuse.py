@@ -82,12 +82,15 @@ def resolve_model(job: FuseJob) -> dict:
     run) uses the same weights even if the alias moves meanwhile."""
     if (job.model is None) == (job.checkpoint is None):
         raise UsageError("give exactly one of --model URI or --checkpoint PATH")
+    onnx = job.engine == "onnxruntime" or (job.engine == "auto" and str(job.checkpoint).lower().endswith(".onnx"))
+    if onnx and job.precision != "fp32":
+        raise UsageError(f"--precision {job.precision}: the onnxruntime engine runs the export's fp32")
     if job.checkpoint:
         from dwsfusion.checkpoints import checkpoint_file
 
         path = checkpoint_file(Path(job.checkpoint).resolve())  # a training checkpoint's folder -> its state.pt
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return {"kind": "checkpoint", "uri": str(path), "sha256": digest}
+        return {"kind": "checkpoint", "uri": str(path), "sha256": digest, "engine": job.engine}
     import mlflow
     from mlflow import MlflowClient
 
@@ -95,7 +98,7 @@ def resolve_model(job: FuseJob) -> dict:
         from .runtime import use_tracking
 
         use_tracking(job.tracking_uri)
-    info = {"kind": "mlflow", "uri": job.model, "tracking_uri": mlflow.get_tracking_uri()}
+    info = {"kind": "mlflow", "uri": job.model, "tracking_uri": mlflow.get_tracking_uri(), "engine": job.engine}
     if job.model.startswith("models:/") and "@" in job.model:
         name, alias = job.model.removeprefix("models:/").split("@", 1)
         from mlflow.exceptions import MlflowException
@@ -109,18 +112,22 @@ def resolve_model(job: FuseJob) -> dict:
     return info
 
 
-def load_model(model: dict):
-    """The generator an actor (or the bare loop) fuses with."""
-    if model["kind"] == "checkpoint":
-        from dwsfusion.checkpoints import load_generator
+def load_model(model: dict, device: str = "cpu", threads: int | None = None):
+    """What an actor (or the bare loop) fuses with: a generator on ``device``, or an exported
+    model on ONNX Runtime (``dwsfusion.fuse.Fuser``)."""
+    from dwsfusion.fuse import load_fuser
 
-        return load_generator(model["uri"])
-    import mlflow
+    engine = model.get("engine", "auto")
+    if model["kind"] == "checkpoint":
+        return load_fuser(model["uri"], engine, device, threads)
+    import mlflow  # heavy, and only a registered model needs it
 
     mlflow.set_tracking_uri(model["tracking_uri"])
-    from .registry import load_registered_generator
+    from .registry import load_registered_generator, registered_onnx
 
-    return load_registered_generator(model["uri"])
+    if engine == "onnxruntime":
+        return load_fuser(registered_onnx(model["uri"]), engine, "cpu", threads)
+    return load_registered_generator(model["uri"]).to(device)
 
 
 class PairCounter:
@@ -165,7 +172,7 @@ class _ModelActor:
         quiet_libraries(verbose)
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.generator = load_model(model).to(self.device)
+        self.generator = load_model(model, self.device, threads)
         self.counter = counter
 
     def node(self) -> str:

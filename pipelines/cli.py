@@ -196,6 +196,7 @@ def _fuse(args: argparse.Namespace) -> int:
             not args.quiet,
             _tiles(args),
             getattr(args, "precision", "fp32"),
+            getattr(args, "engine", "auto"),
         )
         print(f"fused {len(report.written)} pair(s) into {out.resolve()}")
         for problem in report.failed:
@@ -261,7 +262,7 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
         ".tar / .tar.gz / .zip (--out: the same option)",
     )
     p.add_argument("--rounding", choices=("truncate", "round"), help="float -> integer pixels (default: truncate)")
-    add_settings(p, FuseSettings, only=("precision",))
+    add_settings(p, FuseSettings, only=("precision", "engine"))
     tiles = TileConfig()
     p.add_argument("--tile-size", type=int, help=f"tile side for large images (default: {tiles.size})")
     p.add_argument("--tile-overlap", type=int, help=f"blended band between tiles (default: {tiles.overlap})")
@@ -422,6 +423,27 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    model = args.model
+    if model:
+        from .runtime import use_tracking
+
+        use_tracking(tracking_uri(args.tracking_uri))
+    result = export_model(
+        output_path(args.output, "--output"), args.checkpoint, model, args.ir, args.vi, args.tolerance, not args.quiet
+    )
+    print(result.parity.line())
+    print(f"wrote {result.output.resolve()} (exported in {result.seconds:.0f} s)")
+    if result.attached:
+        print(f"attached to {model}: {result.attached}")
+        print(f"use it:  dwsfusion fuse --model {model} --engine onnxruntime --input SRC --output DST")
+    else:
+        print(f"use it:  dwsfusion fuse --checkpoint {args.output} --ir DIR --vi DIR --output DIR")
+    return 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from .config import load_config
     from .lock import LOCK_FILE, break_lock, read_holder
@@ -553,6 +575,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help=TRACKING_HELP)
     _add_console(p)
 
+    p = verbs.add_parser(
+        "export",
+        help="export a generator to ONNX for any image size, checked against PyTorch",
+        description="Writes one ONNX file (inputs ir, vis: (B, 1, H, W) float32 luma in [0, 1]; output fused) "
+        "after checking it against the PyTorch path on --ir/--vi pairs (or generated scenes). With --model the "
+        "file is also attached to the registered model, for dwsfusion fuse --engine onnxruntime and the pyfunc.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="generator file, training checkpoint folder or the authors' .pth")
+    source.add_argument("--model", help="registered model URI, e.g. models:/dwsfusion@champion")
+    p.add_argument("--output", "--out", dest="output", required=True, help="the .onnx file to write")
+    p.add_argument("--ir", type=Path, help="parity pairs: folder of infrared images (default: generated scenes)")
+    p.add_argument("--vi", type=Path, help="parity pairs: folder of visible images (same stems)")
+    p.add_argument("--tolerance", type=int, default=1, help="most grey levels an image may differ by (default: 1)")
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    _add_console(p)
+
     _add_pipeline(verbs)
     return parser
 
@@ -567,6 +606,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "tune": _tune,
     "register": _register,
+    "export": _export,
     "pipeline": _pipeline,
 }
 

@@ -155,6 +155,11 @@ class FuseSettings(BaseModel):
         1, ge=1, description="pairs per forward pass, same size (1 is fastest on a CPU; 16 or more on a GPU)"
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="inference precision (autocast)")
+    engine: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="what runs the model: auto (an .onnx checkpoint on ONNX Runtime, else PyTorch), torch, or "
+        "onnxruntime (with --model: the ONNX file dwsfusion export attached to the registered model)",
+    )
     tiles: TileConfig = TileConfig()
     limits: ArchiveLimits = ArchiveLimits()
 

@@ -23,8 +23,9 @@ SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "ir"), TensorSpec(np.dtype(np.float32), (-1, -1), "vi")]),
     outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "fused")]),
 )
-# What the shipped library imports when the model loads and fuses (tested in a fresh process).
-LIBRARY_REQUIREMENTS = ("numpy", "opencv-python-headless", "pillow", "tqdm", "pytorch-msssim")
+# What the shipped library imports when the model loads and fuses (tested in a fresh process);
+# onnxruntime for the ONNX file ``dwsfusion export --model`` may attach later (engine onnxruntime).
+LIBRARY_REQUIREMENTS = ("numpy", "opencv-python-headless", "pillow", "tqdm", "pytorch-msssim", "onnxruntime")
 
 
 def log_generator(checkpoint_path: str, name: str = "generator") -> str:

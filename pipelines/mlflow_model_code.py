@@ -4,7 +4,12 @@ library's code (logged beside it as ``code_paths``). It imports nothing from ``p
 a served model needs torch, NumPy and OpenCV, not this project installed.
 
 Input: {"ir": (H, W) float32, "vi": (H, W) float32} luma in [0, 1] (or (B, H, W));
-output: the fused luma, same shape. Large images are fused in tiles.
+output: the fused luma, same shape. Large images are fused in tiles (PyTorch).
+
+Engines: the model config's ``engine`` (``mlflow.pyfunc.load_model(uri, model_config={"engine":
+...})``): ``torch``, ``onnxruntime`` (the ONNX file ``dwsfusion export --model`` attached beside
+the weights; imports no torch), or ``auto`` (the default: torch where it is installed, else
+ONNX Runtime).
 """
 
 import mlflow
@@ -17,6 +22,23 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
+        import importlib.util
+        from pathlib import Path
+
+        engine = (context.model_config or {}).get("engine", "auto")
+        onnx_file = Path(context.artifacts["checkpoint"]).parent / "generator.onnx"  # pipelines.registry.attach_onnx
+        if engine == "auto":
+            engine = "torch" if importlib.util.find_spec("torch") or not onnx_file.is_file() else "onnxruntime"
+        self.engine, self.generator, self.fuser = engine, None, None
+        if engine == "onnxruntime":
+            from dwsfusion.onnx_engine import OnnxFuser  # NumPy and ONNX Runtime only
+
+            if not onnx_file.is_file():
+                raise FileNotFoundError("this model has no generator.onnx: attach one with dwsfusion export --model")
+            self.fuser = OnnxFuser(onnx_file)
+            return
+        if engine != "torch":
+            raise ValueError(f"engine {engine!r}: choose auto, torch or onnxruntime")
         import torch
 
         from dwsfusion.checkpoints import load_generator
@@ -25,12 +47,14 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.generator = load_generator(context.artifacts["checkpoint"]).to(device)
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
-        from dwsfusion.fuse import fuse_luma
-        from dwsfusion.tiling import TileConfig
-
         ir, vi = np.asarray(model_input["ir"], np.float32), np.asarray(model_input["vi"], np.float32)
         if ir.shape != vi.shape:
             raise ValueError(f"ir {ir.shape} and vi {vi.shape} differ in shape")
+        if self.fuser is not None:  # one graph call for a stack of one size
+            return self.fuser(ir[None], vi[None])[0] if ir.ndim == 2 else self.fuser(ir, vi)
+        from dwsfusion.fuse import fuse_luma
+        from dwsfusion.tiling import TileConfig
+
         if ir.ndim == 2:
             return fuse_luma(self.generator, ir, vi, TileConfig())
         return np.stack([fuse_luma(self.generator, a, b, TileConfig()) for a, b in zip(ir, vi, strict=True)])

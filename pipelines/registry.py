@@ -59,6 +59,58 @@ def load_registered_generator(model_uri: str) -> Generator:
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().generator.eval()
 
 
+ONNX_ARTIFACT = "generator.onnx"  # beside the pyfunc's checkpoint, in its artifacts folder
+
+
+def _logged_model_id(model_uri: str) -> str:
+    """The MLflow logged model behind ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or
+    ``models:/m-...``: the one whose artifacts every version registered from it shares."""
+    client = MlflowClient()
+    path = model_uri.removeprefix("models:/")
+    if not model_uri.startswith("models:/"):
+        raise UsageError(f"{model_uri}: give a registered model, models:/NAME@ALIAS or models:/NAME/VERSION")
+    try:
+        if "@" in path:
+            version = client.get_model_version_by_alias(*path.split("@", 1))
+        elif "/" in path:
+            version = client.get_model_version(*path.split("/", 1))
+        else:
+            return path  # already a logged model id
+    except MlflowException as exc:
+        raise UsageError(f"{model_uri}: no such registered model or version ({exc.message})") from None
+    # MLflow 3 records the logged model in the version's source (models:/m-...); model_id may be unset
+    model_id = version.model_id or (version.source.removeprefix("models:/") if version.source else "")
+    if not model_id.startswith("m-"):
+        raise UsageError(f"{model_uri}: its source {version.source} is not a logged model (MLflow 3)")
+    return model_id
+
+
+def attach_onnx(model_uri: str, onnx_path: str | Path) -> str:
+    """Log an exported ONNX file with a registered model (into its pyfunc's artifacts, beside
+    the weights), so that the model can be fused and served on ONNX Runtime. Returns its URI."""
+    model_id = _logged_model_id(model_uri)
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as folder:
+        named = Path(folder) / ONNX_ARTIFACT
+        named.write_bytes(Path(onnx_path).read_bytes())
+        client.log_model_artifact(model_id, str(named), "artifacts")
+    return f"{mlflow.get_logged_model(model_id).artifact_location}/artifacts/{ONNX_ARTIFACT}"
+
+
+def registered_onnx(model_uri: str) -> Path:
+    """The ONNX file attached to a registered model (``attach_onnx``), downloaded; a clear
+    error when there is none."""
+    model_id = _logged_model_id(model_uri)
+    listed = {a.path for a in MlflowClient().list_logged_model_artifacts(model_id, "artifacts")}
+    if f"artifacts/{ONNX_ARTIFACT}" not in listed:
+        raise UsageError(
+            f"{model_uri} has no ONNX file: write and attach one with "
+            f"dwsfusion export --model {model_uri} --output generator.onnx"
+        )
+    location = mlflow.get_logged_model(model_id).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/{ONNX_ARTIFACT}"))
+
+
 def _eval_pairs(settings: RegisterSettings, workdir: Path) -> tuple[list[ImagePair], str]:
     """The evaluation pairs and an identity for them (name + content hash)."""
     if settings.eval_source:

@@ -38,7 +38,7 @@ from data_prep.manifest import filesystem
 from dwsfusion.color import ImageError, encode_png, read_image_bytes
 from dwsfusion.errors import UsageError
 from dwsfusion.evaluate import score_images, to_gray_u8
-from dwsfusion.fuse import SourcePair, compose_output, fuse_sources, source_pair
+from dwsfusion.fuse import SourcePair, compose_output, fuse_sources, fuser_device, source_pair
 from dwsfusion.tiling import TileConfig
 
 from .archives import ArchiveLimits, MemberPair, Refused, archive_kind, pair_members, tar_members, zip_members
@@ -255,7 +255,7 @@ def fuse_shard(
     for folder, base in ((root, f"{name}.tar"), (metrics_dir, f"{name}.parquet")):
         fs.create_dir(folder, recursive=True)
         clear_temporaries(fs, folder, base)  # a killed run's
-    device = str(next(generator.parameters()).device)
+    device = fuser_device(generator)
     refused: list[Refused] = []
     rows: list[dict] = []
     pool = ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="shard-io")

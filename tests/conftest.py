@@ -31,6 +31,34 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return save_generator(Generator().eval(), tmp_path_factory.mktemp("ckpt") / "random.pt")
 
 
+class _MeanGraph(torch.nn.Module):
+    """A stand-in with an export's inputs and output (dwsfusion.export): the mean of the sources."""
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return (ir + vis) / 2
+
+
+@pytest.fixture(scope="session")
+def mean_onnx(tmp_path_factory) -> Path:
+    """An ONNX file the onnxruntime engine runs as it runs an export, in a second rather than the
+    real export's minute and a half: what tests of the engine's plumbing fuse with."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    program = torch.onnx.export(
+        _MeanGraph().eval(),
+        (torch.rand(2, 1, 20, 30), torch.rand(2, 1, 20, 30)),
+        dynamo=True,
+        input_names=["ir", "vis"],
+        output_names=["fused"],
+        dynamic_shapes={"ir": dims, "vis": dims},
+        verbose=False,
+    )
+    path = tmp_path_factory.mktemp("onnx") / "mean.onnx"
+    program.save(str(path))
+    return path
+
+
 def need_shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

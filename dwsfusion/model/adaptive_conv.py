@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import Conv2d, conv2d
+from .conv import Conv2d, conv2d, exporting
 
 FREQ_FACTORS = (2, 4, 8)
 OMNI_HIDDEN = 16  # max(int(in * 0.0625), 16) is 16 for every width in this network
@@ -94,6 +94,8 @@ class FrequencySelection(nn.Module):
         return 2 * torch.sigmoid(conv2d(x, weights, biases, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same; C = 1: see _for_input
+        if exporting():
+            return self.forward_any_size(x)
         h, w = x.shape[-2:]
         gains = self.band_gains(x).split(1, dim=1)
         masks = [_rfft_band_mask(h, w, f, str(x.device)) for f in self.factors]
@@ -112,6 +114,35 @@ class FrequencySelection(nn.Module):
             out = band if out is None else out + band
             previous = low
         return out + previous
+
+    def forward_any_size(self, x: torch.Tensor) -> torch.Tensor:
+        """The same bands as the release writes them, Re(ifft2(fft2(x) * box)), with the boxes
+        built in the graph from the input's size: what an export for any image size traces
+        (``forward``'s masks are cached per size on the host). Equal to ``forward`` up to float
+        rounding (tested)."""
+        h, w = x.shape[-2:]
+        gains = self.band_gains(x).split(1, dim=1)
+        spectrum = torch.fft.fft2(x.float())
+        out, previous = None, x
+        for i, factor in enumerate(self.factors):
+            box = _axis_box(h, factor, x.device)[:, None] * _axis_box(w, factor, x.device)[None, :]  # (H, W)
+            low = torch.fft.ifft2(spectrum * box).real.to(x.dtype)
+            band = gains[i] * (previous - low)
+            out = band if out is None else out + band
+            previous = low
+        return out + previous
+
+
+def _axis_box(size, factor: int, device: torch.device) -> torch.Tensor:
+    """(size,) float 0/1: the release's centred low-pass box (``_band_limits``) along one axis,
+    in unshifted frequency order, from tensor arithmetic only (``size`` may be symbolic).
+    torch.round is round-half-even, as Python's round in ``_band_limits``."""
+    k = torch.arange(size, device=device)
+    n = torch.full((), size, dtype=torch.float32, device=device)
+    start, end = torch.round(n / 2 - n / (2 * factor)), torch.round(n / 2 + n / (2 * factor))
+    shifted = k + size // 2  # fftshift: frequency k sits at (k + size // 2) mod size
+    shifted = torch.where(shifted >= size, shifted - size, shifted).float()  # no modulo: it does not export
+    return ((shifted >= start) & (shifted < end)).float()
 
 
 class OmniAttention(nn.Module):
@@ -358,9 +389,10 @@ def adaptive_dilated_conv2d(
     distinct n (``MAX_SLICE_LEVELS``), and on any device but the CPU, the general grid_sample
     path runs instead (the same values and gradients, tested).
     """
-    if x_padded.device.type != "cpu":
+    if x_padded.device.type != "cpu" or exporting():
         # On an accelerator one gather is fast, and the slice path's level count would cost a
         # device-to-host sync per call (int() of a reduction): the forward stays asynchronous.
+        # An exported graph cannot branch on the dilations' values either.
         return _sampling_grid_conv2d(x_padded, dilation, mask, kernel)
     return _sliced_conv2d(x_padded, dilation, mask, kernel, max_levels)
 

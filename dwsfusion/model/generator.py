@@ -15,7 +15,7 @@ from torch import nn
 
 from .adaptive_conv import AdaptiveDilatedConv
 from .attention import CBAM
-from .conv import Conv2d
+from .conv import Conv2d, exporting
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ class Up(nn.Module):
 
 
 def _resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if x.shape[-2:] == like.shape[-2:]:
+    # Exported for any size, the graph cannot branch on a size: it always resizes (bilinear to
+    # the same size, align_corners=False, samples every pixel at its centre: the identity).
+    if x.shape[-2:] == like.shape[-2:] and not exporting():
         return x
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 

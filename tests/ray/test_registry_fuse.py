@@ -321,3 +321,47 @@ def test_compare_a_registered_model_on_ray_actors_as_in_one_process(registry, ra
     assert run.data.params["method.champion"] == "models:/fuser@champion"
     logged = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(actors.mlflow_run_id)}
     assert {"compare.html", "leaderboard.csv", "crops.png"} <= logged
+
+
+def test_an_attached_onnx_fuses_and_serves_without_torch(registry, mean_onnx, samples_dir, tmp_path):
+    """export's attachment (here a stand-in graph, the mean of the sources) -> batch fusion with
+    --engine onnxruntime by alias, and the pyfunc on ONNX Runtime in a process without torch."""
+    from dwsfusion.errors import UsageError
+    from pipelines.registry import attach_onnx, registered_onnx
+
+    uri, _, second = registry
+    mlflow.set_tracking_uri(uri)
+    with pytest.raises(UsageError, match="dwsfusion export --model"):
+        registered_onnx(f"models:/fuser/{second.version}")
+    attached = attach_onnx("models:/fuser@champion", mean_onnx)
+    assert registered_onnx("models:/fuser@champion").read_bytes() == mean_onnx.read_bytes(), attached
+    job = FuseJob(
+        input=str(samples_dir),
+        output=str(tmp_path / "fused"),
+        model="models:/fuser@champion",
+        tracking_uri=uri,
+        engine="onnxruntime",
+        actors=1,
+        metrics=("SSIM",),
+    )
+    result = batch_fuse(job, progress=False)
+    assert result.fused == 3 and result.manifest["model"]["engine"] == "onnxruntime"
+    for pair in find_pairs(samples_dir / "ir", samples_dir / "vi")[0]:
+        source = load_pair(pair)
+        expected = np.floor((source.ir + source.vis_y) / 2 * 255)
+        if source.chroma is None:
+            assert np.abs(read_image(tmp_path / "fused" / f"{pair.stem}.png")[0] - expected).max() <= 1
+    # The pyfunc on ONNX Runtime where torch cannot be imported at all.
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({uri!r})\n"
+        "model = mlflow.pyfunc.load_model('models:/fuser@champion', model_config={'engine': 'onnxruntime'})\n"
+        "ir, vi = np.full((9, 11), 0.2, np.float32), np.full((9, 11), 0.6, np.float32)\n"
+        "out = model.predict({'ir': ir, 'vi': vi})\n"
+        "assert out.shape == (9, 11) and np.allclose(out, 0.4), out\n"
+        "assert 'torch' not in {m for m in sys.modules if sys.modules[m] is not None}\n"
+        "print('served without torch')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "served without torch" in done.stdout, done.stderr[-3000:]
