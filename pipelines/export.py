@@ -56,6 +56,8 @@ def export_model(
     tolerance: int = 1,
     progress: bool = True,
 ) -> ExportResult:
+    """Export a checkpoint or a registered model to ``output`` once it is within ``tolerance``
+    grey levels of PyTorch on the parity pairs; a registered model gets the file attached."""
     if (checkpoint is None) == (model is None):
         raise UsageError("give exactly one of --checkpoint PATH or --model URI")
     planes, sources = parity_planes(ir_dir, vi_dir)  # a bad folder is refused before the slow export

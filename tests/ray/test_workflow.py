@@ -159,6 +159,34 @@ def test_second_run_does_nothing_and_a_changed_fuse_setting_reruns_only_fuse(fir
     assert _ran(changed.stdout) == ["fuse"]
 
 
+def test_a_dead_runs_lock_is_reported_stale_refused_and_broken(tmp_path, capsys):
+    """The lock half of the kill test below, in seconds: a process holding a workflow's lock is
+    SIGKILLed; status names the stale lock, resume refuses with the unlock command, unlock breaks it."""
+    from pipelines.cli import main
+    from pipelines.workflow import STATE
+
+    config = _config(_write_config(tmp_path))
+    root = config.root("tiny")
+    root.mkdir(parents=True)
+    (root / STATE).write_text(json.dumps({"config": config.model_dump(mode="json")}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from pipelines.lock import WorkflowLock; import time; "
+         f"WorkflowLock({str(root)!r}, 'tiny').__enter__(); print('held', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    storage = ["--storage", str(root.parent)]
+    assert main(["pipeline", "status", "tiny", *storage]) == 0
+    assert "stale lock" in capsys.readouterr().out
+    assert main(["pipeline", "resume", "tiny", *storage, "--quiet"]) == 2
+    assert "pipeline unlock tiny" in capsys.readouterr().err
+    assert main(["pipeline", "unlock", "tiny", *storage]) == 0
+    assert f"pid {holder.pid}" in capsys.readouterr().out and not (root / LOCK_FILE).exists()
+
+
+@pytest.mark.slow  # the lock half runs in the default suite above; a workflow resumed after a failure in -m multinode
 def test_kill_in_train_then_unlock_and_resume_reruns_from_train(tmp_path):
     config_file = _write_config(tmp_path, train={"epochs": 3, "max_steps_per_epoch": 4})
     config = _config(config_file)

@@ -7,6 +7,8 @@ example's; the engine's plumbing. The whole generator's export (about 90 s) is i
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -147,17 +149,21 @@ def load_fuser_onnx(path):
 
 
 @pytest.mark.slow
-def test_whole_generator_exports_within_one_grey_level(random_checkpoint, tmp_path):
-    """The real export (about 90 s on 2 cores) against PyTorch on generated scenes, then the CLI's
-    folder form with it."""
-    from dwsfusion.checkpoints import load_generator
-    from dwsfusion.export import check_parity, export_onnx, sample_planes
+def test_whole_generator_exports_within_one_grey_level_and_fuses(random_checkpoint, samples_dir, tmp_path, capsys):
+    """The real export from the command line (about 90 s on 2 cores), checked against PyTorch on
+    the sample pairs, then the folder form with the file: the same images within one level."""
+    from dwsfusion.color import read_image
     from dwsfusion.onnx_engine import OnnxFuser
+    from pipelines.cli import main
 
-    generator = load_generator(random_checkpoint)
-    path = export_onnx(generator, tmp_path / "g.onnx", {"source": "test"})
-    fuser = OnnxFuser(path)
-    assert fuser.metadata()["source"] == "test"
-    parity = check_parity(generator, fuser, sample_planes(3), "samples")
-    assert parity.passed(1), parity.line()
-    assert parity.max_abs < 1e-3
+    pairs = ["--ir", str(samples_dir / "ir"), "--vi", str(samples_dir / "vi")]
+    onnx_file = tmp_path / "g.onnx"
+    assert main(["export", "--checkpoint", str(random_checkpoint), "--output", str(onnx_file), *pairs, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "parity on 3 pair(s)" in printed and re.search(r"at most [01] grey level", printed), printed
+    assert "parity" in OnnxFuser(onnx_file).metadata()
+    for model, out in ((random_checkpoint, "torch"), (onnx_file, "onnx")):
+        assert main(["fuse", "--checkpoint", str(model), *pairs, "--output", str(tmp_path / out), "--quiet"]) == 0
+    for image in (tmp_path / "torch").glob("*.png"):
+        torch_image, onnx_image = read_image(image)[0], read_image(tmp_path / "onnx" / image.name)[0]
+        assert np.abs(torch_image.astype(int) - onnx_image).max() <= 1
