@@ -17,7 +17,10 @@ Each is the same function as the default path, tested equal (tests/unit/test_exp
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +57,14 @@ class FuseGraph(nn.Module):
 def export_onnx(generator: Generator, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write ``generator`` (on the CPU, eval mode) as an ONNX file for any B, H, W; written
     under a temporary name and renamed when complete. ``metadata`` goes into the file."""
-    graph = FuseGraph(generator.cpu().eval())
+    graph = FuseGraph(generator.cpu()).eval()
     example = tuple(torch.rand(EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1))
     dims = {
         0: torch.export.Dim("batch", min=1),
         2: torch.export.Dim("height", min=MIN_SIDE),
         3: torch.export.Dim("width", min=MIN_SIDE),
     }
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             graph,
             example,
@@ -79,6 +82,21 @@ def export_onnx(generator: Generator, path: str | os.PathLike, metadata: dict[st
     with atomic_path(path) as tmp:
         onnx.save(model, tmp)
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's notes (torchvision absent, deprecations inside torch, how it names the
+    dynamic axes) are not the user's to act on: errors only, while it runs."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
