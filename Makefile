@@ -39,6 +39,7 @@ benchmark: install
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/fuse_speed.py
 	$(BIN)/python benchmarks/fuse_engines.py
+	$(BIN)/python benchmarks/fuse_whole_process.py
 	$(BIN)/python benchmarks/metric_speed.py
 	$(BIN)/python benchmarks/batch_fuse_speed.py
 	$(BIN)/python benchmarks/report.py

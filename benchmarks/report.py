@@ -129,6 +129,14 @@ def _fuse_engines(r: dict) -> list[str]:
     return rows
 
 
+def _fuse_whole(r: dict) -> list[str]:
+    return [
+        f"| `dwsfusion fuse` ({r['input']}) vs a naive plain-PyTorch script doing the same, median of "
+        f"{r['rounds']} alternating rounds | {r['dwsfusion_fuse_seconds']:.1f} s vs "
+        f"{r['naive_reference_seconds']:.1f} s: **{r['speedup']:.2f}×** (goal {r['goal_speedup']}×) |"
+    ]
+
+
 def _metrics(r: dict) -> list[str]:
     rows = []
     for label, total, per in (
@@ -223,6 +231,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], list[str]], str]] = [
     ("train_input", "Training input", _train_input, "python benchmarks/train_input.py"),
     ("fuse_speed", "Fusion", _fuse, "python benchmarks/fuse_speed.py"),
     ("fuse_engines", "Fusion engines: PyTorch and ONNX Runtime", _fuse_engines, "python benchmarks/fuse_engines.py"),
+    ("fuse_whole_process", "Fusion, whole process", _fuse_whole, "python benchmarks/fuse_whole_process.py"),
     ("metric_speed", "Metrics", _metrics, "python benchmarks/metric_speed.py"),
     ("batch_fuse_speed_all", "Batch fusion", _batch_fuse, "python benchmarks/batch_fuse_speed.py"),
     ("batch_fuse_scale", "Batch fusion at archive scale", _batch_fuse_scale, "python benchmarks/batch_fuse_scale.py"),
