@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, SHARED, timed, write_result  # noqa: E402
 
 from dwsfusion.checkpoints import load_generator  # noqa: E402
-from dwsfusion.fuse import fuse_and_score, fuse_luma, load_pair  # noqa: E402
+from dwsfusion.evaluate import fuse_and_score  # noqa: E402
+from dwsfusion.fuse import fuse_luma, load_pair  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
 from dwsfusion.model import Generator, adaptive_conv  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402

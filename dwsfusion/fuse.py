@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from .errors import UsageError
 from .model import Generator
 from .onnx_engine import ENGINES, ONNX_SUFFIX, OnnxFuser
 from .pairs import ImagePair, find_pairs
+from .precision import autocast
 from .tiling import TileConfig, fuse_luma_tiled
 
 # What fuses: a PyTorch generator, or an exported one on ONNX Runtime (``dwsfusion export``).
@@ -57,15 +57,6 @@ def source_pair(
     else:
         vis_y, chroma = vi_raw.astype(np.float32) / vi_max, None
     return SourcePair(name, ir_y, vis_y, chroma, max(ir_max, vi_max))
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str = "fp32"):
-    """The inference precision: fp32 (no autocast), or bf16 / fp16 autocast on ``device``."""
-    dtype = PRECISIONS[precision]
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def load_fuser(path: str | os.PathLike, engine: str = "auto", device: str = "cpu", threads: int | None = None) -> Fuser:
@@ -209,47 +200,3 @@ def fuse_sources(
         for i, luma in zip(members, fuse_luma_batch(generator, irs, vis, precision), strict=True):
             fused[i] = luma
     return fused
-
-
-def fuse_and_score(
-    generator: Fuser,
-    pairs: list[ImagePair],
-    out_dir: str | os.PathLike,
-    metrics: tuple[str, ...] = (),
-    rounding: str = "truncate",
-    tiles: TileConfig | None = TileConfig(),
-    precision: str = "fp32",
-    max_pixels: int | None = None,
-) -> list[dict]:
-    """A batch fusion worker's call: decode ``pairs``, fuse those of one size (and not tiled)
-    in one forward, write each ``<stem>.png`` atomically and score it with ``metrics`` (on the
-    generator's device when that is a GPU). Returns one row per pair, in order: ``name``, the
-    metrics and ``seconds``, or ``name`` and ``error`` (the file and the reason)."""
-    import time
-
-    from .color import check_header_pixels
-    from .evaluate import score_fused
-
-    device = fuser_device(generator)
-    rows: dict[str, dict] = {}
-    loaded: list[tuple[ImagePair, SourcePair, float]] = []
-    for pair in pairs:
-        started = time.perf_counter()
-        try:
-            if max_pixels is not None:
-                check_header_pixels(pair.ir, max_pixels)
-                check_header_pixels(pair.vi, max_pixels)
-            loaded.append((pair, load_pair(pair), started))
-        except (ImageError, OSError) as exc:
-            rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
-    fused = fuse_sources(generator, [source for _, source, _ in loaded], tiles, precision)
-    for (pair, source, started), luma in zip(loaded, fused, strict=True):
-        try:
-            image = compose_output(source, luma, rounding)
-            write_image(Path(out_dir) / f"{pair.stem}.png", image)
-            row = {"name": pair.stem, **score_fused(pair, image, metrics, device)}
-        except (ImageError, OSError) as exc:
-            rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
-            continue
-        rows[pair.stem] = {**row, "seconds": time.perf_counter() - started}
-    return [rows[pair.stem] for pair in pairs]

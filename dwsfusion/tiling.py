@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .model import Generator
+from .precision import autocast
 
 ALPHA_HALO = 2  # two 3x3 convolutions in AlphaNet.features
 
@@ -86,9 +87,7 @@ def fuse_luma_tiled(
     generator: Generator, ir: np.ndarray, vis: np.ndarray, tiles: TileConfig, precision: str = "fp32"
 ) -> np.ndarray:
     """(H, W) luma planes in [0, 1] -> fused (H, W) float32, tile by tile (``precision`` as in
-    ``dwsfusion.fuse.autocast``; the whole-image alpha is always summed in float64)."""
-    from .fuse import autocast
-
+    ``dwsfusion.precision.autocast``; the whole-image alpha is always summed in float64)."""
     device = next(generator.parameters()).device
     height, width = ir.shape
     alpha = image_alpha(generator, ir, vis, tiles.size)

@@ -190,7 +190,7 @@ class FuseActor(_ModelActor):
         self.out_dir, self.job = Path(out_dir), job
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from dwsfusion.fuse import fuse_and_score
+        from dwsfusion.evaluate import fuse_and_score
         from dwsfusion.tiling import TileConfig
 
         pairs = [

@@ -14,7 +14,6 @@ stay equal; ``ranks_identical`` in every epoch's metrics checks it.
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import os
 import posixpath
@@ -34,6 +33,7 @@ from dwsfusion.checkpoints import TRAIN_FORMAT, TRAIN_STATE_FILE, save_generator
 from dwsfusion.errors import UsageError
 from dwsfusion.losses import supervised_losses
 from dwsfusion.metrics import compute_metrics
+from dwsfusion.precision import autocast
 from dwsfusion.step import (
     Networks,
     build_optimizers,
@@ -157,12 +157,6 @@ def _batches(shard, batch_size: int, seed: int, shuffle_buffer: int, limit: int 
             return
         yield batch
         step += 1
-
-
-def _autocast(config: TrainConfig, device: torch.device):
-    if config.amp in ("bf16", "fp16"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -318,7 +312,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 ir, vi = augment_pairs(ir, vi, draws)
             if config.vis_noise:
                 vi = add_visible_noise(vi, config.vis_noise, draws)
-            with _autocast(config, device):
+            with autocast(device, config.amp):
                 logs = train_step(
                     nets,
                     optimizers,
