@@ -54,9 +54,9 @@ class FuseGraph(nn.Module):
         return self.generator.fuse(ir, vis)[0]
 
 
-def export_onnx(generator: Generator, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``generator`` (on the CPU, eval mode) as an ONNX file for any B, H, W; written
-    under a temporary name and renamed when complete. ``metadata`` goes into the file."""
+def export_graph(generator: Generator, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """``generator`` (on the CPU, eval mode) as a checked ONNX graph for any B, H, W, with
+    ``metadata`` in it."""
     graph = FuseGraph(generator.cpu()).eval()
     example = tuple(torch.rand(EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1))
     dims = {
@@ -79,9 +79,19 @@ def export_onnx(generator: Generator, path: str | os.PathLike, metadata: dict[st
     for key, value in {"producer": f"dwsfusion {__version__}", **(metadata or {})}.items():
         model.metadata_props.add(key=key, value=str(value))
     onnx.checker.check_model(model)
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write ``model`` under a temporary name, renamed when complete."""
     with atomic_path(path) as tmp:
         onnx.save(model, tmp)
     return Path(path)
+
+
+def export_onnx(generator: Generator, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """``export_graph`` written to ``path``."""
+    return save_onnx(export_graph(generator, metadata), path)
 
 
 @contextlib.contextmanager

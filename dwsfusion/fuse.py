@@ -59,20 +59,31 @@ def source_pair(
     return SourcePair(name, ir_y, vis_y, chroma, max(ir_max, vi_max))
 
 
-def load_fuser(path: str | os.PathLike, engine: str = "auto", device: str = "cpu", threads: int | None = None) -> Fuser:
-    """A model file -> what fuses with it. ``engine`` auto: an ``.onnx`` file runs on ONNX
-    Runtime, any other file is a PyTorch checkpoint (``load_generator``) on ``device``."""
-    is_onnx = Path(path).suffix.lower() == ONNX_SUFFIX
+def resolve_engine(path: str | os.PathLike | None, engine: str = "auto", precision: str = "fp32") -> str:
+    """'torch' or 'onnxruntime' for a model file (``None``: a registered model, where auto means
+    torch): auto runs an ``.onnx`` file on ONNX Runtime and anything else on PyTorch. A pairing
+    that cannot run (an engine and a file of the other kind, or ONNX Runtime below fp32) is
+    refused here, before any model is loaded."""
     if engine not in ("auto", *ENGINES):
         raise UsageError(f"engine {engine!r}: choose auto, {', '.join(ENGINES)}")
-    if engine == "onnxruntime" and not is_onnx:
+    is_onnx = path is not None and Path(path).suffix.lower() == ONNX_SUFFIX
+    if engine == "onnxruntime" and path is not None and not is_onnx:
         raise UsageError(
             f"{path}: the onnxruntime engine runs an exported model; write one with "
             f"dwsfusion export --checkpoint {path} --output model.onnx"
         )
     if engine == "torch" and is_onnx:
         raise UsageError(f"{path}: an ONNX file runs on the onnxruntime engine (--engine onnxruntime or auto)")
-    if is_onnx:  # ONNX Runtime picks its provider (CUDA where onnxruntime-gpu is installed): no device
+    resolved = "onnxruntime" if is_onnx or engine == "onnxruntime" else "torch"
+    if resolved == "onnxruntime" and precision != "fp32":
+        raise UsageError(f"precision {precision}: the onnxruntime engine runs the export's fp32")
+    return resolved
+
+
+def load_fuser(path: str | os.PathLike, engine: str = "auto", device: str = "cpu", threads: int | None = None) -> Fuser:
+    """A model file -> what fuses with it (``resolve_engine``): an exported model on ONNX
+    Runtime, or a PyTorch checkpoint (``load_generator``) on ``device``."""
+    if resolve_engine(path, engine) == "onnxruntime":  # ONNX Runtime picks its provider: no device
         return OnnxFuser(path, threads)
     return load_generator(path).to(device)
 
@@ -103,8 +114,7 @@ def fuse_luma_batch(generator: Fuser, irs: np.ndarray, vis: np.ndarray, precisio
     """(N, H, W) stacks of same-size luma planes in [0, 1] -> fused (N, H, W) float32, in one
     forward pass (eval-mode BatchNorm and per-sample attention: each pair as if alone)."""
     if isinstance(generator, OnnxFuser):
-        if precision != "fp32":
-            raise UsageError(f"precision {precision}: the onnxruntime engine runs the export's fp32")
+        resolve_engine(generator.path, "onnxruntime", precision)  # fp32 only
         return generator(irs, vis)
     device = next(generator.parameters()).device
     ir_t = torch.from_numpy(np.ascontiguousarray(irs, dtype=np.float32))[:, None].to(device)

@@ -17,6 +17,7 @@ from .errors import UsageError
 ENGINES = ("torch", "onnxruntime")
 ONNX_SUFFIX = ".onnx"
 INPUTS, OUTPUT = ("ir", "vis"), "fused"
+ATTACHED_ONNX = "generator.onnx"  # its name beside a registered model's weights (pipelines.registry.attach_onnx)
 
 
 class OnnxFuser:

@@ -34,8 +34,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from dwsfusion.errors import UsageError
-from dwsfusion.evaluate import rows_csv, write_rows_csv
+from dwsfusion.evaluate import fuse_and_score, rows_csv, write_rows_csv
 from dwsfusion.files import atomic_write
+from dwsfusion.fuse import load_fuser, resolve_engine
 from dwsfusion.pairs import ImagePair, PairError, find_pairs, resolve_source
 
 from .archives import archive_kind, read_archive_member, remove_tree, write_archive
@@ -82,9 +83,7 @@ def resolve_model(job: FuseJob) -> dict:
     run) uses the same weights even if the alias moves meanwhile."""
     if (job.model is None) == (job.checkpoint is None):
         raise UsageError("give exactly one of --model URI or --checkpoint PATH")
-    onnx = job.engine == "onnxruntime" or (job.engine == "auto" and str(job.checkpoint).lower().endswith(".onnx"))
-    if onnx and job.precision != "fp32":
-        raise UsageError(f"--precision {job.precision}: the onnxruntime engine runs the export's fp32")
+    resolve_engine(job.checkpoint, job.engine, job.precision)  # a pairing that cannot run: refused now, not per actor
     if job.checkpoint:
         from dwsfusion.checkpoints import checkpoint_file
 
@@ -115,8 +114,6 @@ def resolve_model(job: FuseJob) -> dict:
 def load_model(model: dict, device: str = "cpu", threads: int | None = None):
     """What an actor (or the bare loop) fuses with: a generator on ``device``, or an exported
     model on ONNX Runtime (``dwsfusion.fuse.Fuser``)."""
-    from dwsfusion.fuse import load_fuser
-
     engine = model.get("engine", "auto")
     if model["kind"] == "checkpoint":
         return load_fuser(model["uri"], engine, device, threads)
@@ -190,7 +187,6 @@ class FuseActor(_ModelActor):
         self.out_dir, self.job = Path(out_dir), job
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from dwsfusion.evaluate import fuse_and_score
         from dwsfusion.tiling import TileConfig
 
         pairs = [

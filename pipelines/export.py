@@ -16,14 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from dwsfusion.checkpoints import load_generator
 from dwsfusion.errors import UsageError
-from dwsfusion.export import Parity, check_parity, export_onnx, sample_planes
-from dwsfusion.files import atomic_path
+from dwsfusion.export import Parity, check_parity, export_graph, sample_planes, save_onnx
 from dwsfusion.fuse import load_pair
-from dwsfusion.onnx_engine import OnnxFuser
+from dwsfusion.onnx_engine import ATTACHED_ONNX, OnnxFuser
 from dwsfusion.pairs import find_pairs
 
 
@@ -70,25 +67,18 @@ def export_model(
     if progress:
         print(f"exporting {label} (torch.export, about a minute and a half on 2 CPU cores) ...", flush=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        candidate = export_onnx(generator, Path(folder) / "generator.onnx", {"source": label})
-        seconds = time.perf_counter() - started
+    graph = export_graph(generator, {"source": label})
+    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as folder:  # ONNX Runtime runs the candidate from a file
+        candidate = save_onnx(graph, Path(folder) / ATTACHED_ONNX)
         parity = check_parity(generator, OnnxFuser(candidate), planes, sources, progress)
-        if not parity.passed(tolerance):
-            raise UsageError(f"{parity.line()}: more than {tolerance}; nothing written")
-        written = export_onnx_copy(candidate, output, parity)
+    if not parity.passed(tolerance):
+        raise UsageError(f"{parity.line()}: more than {tolerance}; nothing written")
+    graph.metadata_props.add(key="parity", value=parity.line())
+    written = save_onnx(graph, output)
     attached = None
     if model is not None:
         from .registry import attach_onnx
 
         attached = attach_onnx(model, written)
     return ExportResult(written, parity, seconds, attached)
-
-
-def export_onnx_copy(candidate: Path, output: Path, parity: Parity) -> Path:
-    """The checked file under its final name, with its parity in its metadata."""
-    proto = onnx.load(candidate)
-    proto.metadata_props.add(key="parity", value=parity.line())
-    with atomic_path(output) as tmp:
-        onnx.save(proto, tmp)
-    return output

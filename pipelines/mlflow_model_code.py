@@ -25,16 +25,16 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         import importlib.util
         from pathlib import Path
 
+        from dwsfusion.onnx_engine import ATTACHED_ONNX, OnnxFuser  # NumPy and ONNX Runtime only
+
         engine = (context.model_config or {}).get("engine", "auto")
-        onnx_file = Path(context.artifacts["checkpoint"]).parent / "generator.onnx"  # pipelines.registry.attach_onnx
+        onnx_file = Path(context.artifacts["checkpoint"]).parent / ATTACHED_ONNX
         if engine == "auto":
             engine = "torch" if importlib.util.find_spec("torch") or not onnx_file.is_file() else "onnxruntime"
         self.engine, self.generator, self.fuser = engine, None, None
         if engine == "onnxruntime":
-            from dwsfusion.onnx_engine import OnnxFuser  # NumPy and ONNX Runtime only
-
             if not onnx_file.is_file():
-                raise FileNotFoundError("this model has no generator.onnx: attach one with dwsfusion export --model")
+                raise FileNotFoundError(f"this model has no {ATTACHED_ONNX}: attach one with dwsfusion export --model")
             self.fuser = OnnxFuser(onnx_file)
             return
         if engine != "torch":

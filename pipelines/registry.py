@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from dwsfusion.errors import UsageError
 from dwsfusion.evaluate import evaluate_generator
 from dwsfusion.model import Generator
+from dwsfusion.onnx_engine import ATTACHED_ONNX
 from dwsfusion.pairs import ImagePair, find_pairs, resolve_source
 
 from .config import RegisterSettings
@@ -57,9 +58,6 @@ def load_registered_generator(model_uri: str) -> Generator:
     with warnings.catch_warnings():  # MLflow nags about type hints; the model has a signature
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().generator.eval()
-
-
-ONNX_ARTIFACT = "generator.onnx"  # beside the pyfunc's checkpoint, in its artifacts folder
 
 
 def _logged_model_id(model_uri: str) -> str:
@@ -91,10 +89,10 @@ def attach_onnx(model_uri: str, onnx_path: str | Path) -> str:
     model_id = _logged_model_id(model_uri)
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as folder:
-        named = Path(folder) / ONNX_ARTIFACT
+        named = Path(folder) / ATTACHED_ONNX
         named.write_bytes(Path(onnx_path).read_bytes())
         client.log_model_artifact(model_id, str(named), "artifacts")
-    return f"{mlflow.get_logged_model(model_id).artifact_location}/artifacts/{ONNX_ARTIFACT}"
+    return f"{mlflow.get_logged_model(model_id).artifact_location}/artifacts/{ATTACHED_ONNX}"
 
 
 def registered_onnx(model_uri: str) -> Path:
@@ -102,13 +100,13 @@ def registered_onnx(model_uri: str) -> Path:
     error when there is none."""
     model_id = _logged_model_id(model_uri)
     listed = {a.path for a in MlflowClient().list_logged_model_artifacts(model_id, "artifacts")}
-    if f"artifacts/{ONNX_ARTIFACT}" not in listed:
+    if f"artifacts/{ATTACHED_ONNX}" not in listed:
         raise UsageError(
             f"{model_uri} has no ONNX file: write and attach one with "
             f"dwsfusion export --model {model_uri} --output generator.onnx"
         )
     location = mlflow.get_logged_model(model_id).artifact_location
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/{ONNX_ARTIFACT}"))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/{ATTACHED_ONNX}"))
 
 
 def _eval_pairs(settings: RegisterSettings, workdir: Path) -> tuple[list[ImagePair], str]:

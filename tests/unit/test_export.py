@@ -122,7 +122,7 @@ def test_load_fuser_picks_the_engine_by_file_and_names_the_fix(mean_onnx, random
 
 def test_folder_form_fuses_with_an_onnx_file(mean_onnx, samples_dir, tmp_path):
     from dwsfusion.color import read_luma_u8
-    from dwsfusion.fuse import fuse_folder, fuse_luma_batch, load_pair
+    from dwsfusion.fuse import fuse_folder, fuse_luma_batch, load_fuser, load_pair
     from dwsfusion.pairs import find_pairs
     from pipelines.cli import main
 
@@ -139,13 +139,7 @@ def test_folder_form_fuses_with_an_onnx_file(mean_onnx, samples_dir, tmp_path):
             assert np.abs(written.astype(int) - expected).max() <= 1
         assert (read_luma_u8(tmp_path / "api" / f"{pair.stem}.png") == written).all()
     with pytest.raises(UsageError, match="fp32"):
-        fuse_luma_batch(load_fuser_onnx(mean_onnx), np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), "bf16")
-
-
-def load_fuser_onnx(path):
-    from dwsfusion.fuse import load_fuser
-
-    return load_fuser(path)
+        fuse_luma_batch(load_fuser(mean_onnx), np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), "bf16")
 
 
 @pytest.mark.slow
