@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, SHARED, write_result
+from common import RESULTS, SHARED, Stopwatch, write_result
 
 from dwsfusion.checkpoints import load_generator
 from dwsfusion.color import encode_png, read_image_bytes
@@ -83,7 +83,7 @@ def fuse_run(src: Path, out: Path, actors: int, cap_s: float | None, batch_size:
     cmd = [DWSFUSION, "fuse", "--checkpoint", str(WEIGHTS), "--input", str(src), "--output", str(out)]
     cmd += ["--metrics", "none", "--actors", str(actors), "--cpus-per-actor", "1", "--batch-size", str(batch_size)]
     cmd += ["--quiet"]
-    started = time.perf_counter()
+    started = Stopwatch()
     log = out.with_suffix(".log").open("w+")  # not a pipe: a full pipe would stall the driver
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""})
     peak = written = 0
@@ -93,7 +93,7 @@ def fuse_run(src: Path, out: Path, actors: int, cap_s: float | None, batch_size:
             peak, written = _proc(process.pid)
         except (OSError, StopIteration):
             pass
-        now = time.perf_counter() - started
+        now = started.elapsed()
         if first_pair is None and _first_bytes(out):
             first_pair = now
         if first_shard is None and out.is_dir() and any(p.suffix == ".tar" for p in out.iterdir()):
@@ -106,7 +106,7 @@ def fuse_run(src: Path, out: Path, actors: int, cap_s: float | None, batch_size:
     process.wait()
     log.seek(0)
     output = log.read()
-    wall = time.perf_counter() - started
+    wall = started.elapsed()
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
     done = sorted(p for p in out.iterdir() if p.suffix == ".tar")
     return {
@@ -131,7 +131,7 @@ def bare_loop(src: Path, out: Path) -> float:
     generator = load_generator(WEIGHTS)
     out.mkdir(parents=True, exist_ok=True)
     pairs = 0
-    started = time.perf_counter()
+    started = Stopwatch()
     for shard in sorted(src.glob("*.tar")):
         with tarfile.open(shard) as source, tarfile.open(out / shard.name, "w") as target:
             members = source.getmembers()
@@ -144,7 +144,7 @@ def bare_loop(src: Path, out: Path) -> float:
                 info.size = len(png)
                 target.addfile(info, io.BytesIO(png))
                 pairs += 1
-    return pairs / (time.perf_counter() - started)
+    return pairs / started.elapsed()
 
 
 def main() -> None:

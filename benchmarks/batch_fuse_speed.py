@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from common import SHARED, link_shared_pairs, write_result
+from common import SHARED, Stopwatch, link_shared_pairs, write_result
 
 from dwsfusion.checkpoints import load_generator
 from dwsfusion.color import write_image
@@ -32,12 +31,12 @@ WEIGHTS = SHARED / "official" / "dwsfusion_official_generator.pth"
 def bare_loop(source: Path, out: Path, metrics: tuple[str, ...]) -> float:
     generator = load_generator(WEIGHTS)
     pairs, _ = find_pairs(source / "ir", source / "vi")
-    start = time.perf_counter()
+    start = Stopwatch()
     for pair in pairs:
         fused = fuse_pair(generator, pair)
         write_image(out / f"{pair.stem}.png", fused)
         score_fused(pair, fused, metrics)
-    return len(pairs) / (time.perf_counter() - start)
+    return len(pairs) / start.elapsed()
 
 
 def main() -> None:
@@ -77,9 +76,9 @@ def main() -> None:
                 cpus_per_actor=max(1, 2 // actors),
                 metrics=metrics,
             )
-            start = time.perf_counter()
+            start = Stopwatch()
             result = batch_fuse(job, progress=False)
-            wall = time.perf_counter() - start
+            wall = start.elapsed()
             ray.shutdown()
             assert result.fused == pairs, result.failures
             actor_seconds = result.manifest["seconds"]

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: where ../shared is, and result files."""
+"""Helpers shared by the benchmark scripts: where ../shared is, result files, and the one
+timing harness (``Stopwatch``, ``timed``)."""
 
 from __future__ import annotations
 
@@ -57,12 +58,43 @@ def link_shared_pairs(root: Path, repeat: int = 1) -> list[Path]:
     return links
 
 
-def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
+# ------------------------------------------------------------------ the one timing harness
+class Stopwatch:
+    """Wall time (``time.perf_counter``) from when it starts: ``elapsed()`` while it runs, and
+    ``seconds`` frozen when its ``with`` block ends (or at ``stop()``). Every benchmark times
+    with this and ``timed``, so that they all measure the same way."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: float | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def stop(self) -> float:
+        self.seconds = self.elapsed()
+        return self.seconds
+
+    def __enter__(self) -> Stopwatch:
+        self.started, self.seconds = time.perf_counter(), None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def timed(fn, repeats: int, warmup: int = 2, sync=None) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones; ``sync``
+    (e.g. a CUDA synchronise) runs before each timing starts and stops, so that no call is
+    timed with another's queued work."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        sync()
+        with Stopwatch() as clock:
+            fn()
+            sync()
+        times.append(clock.seconds)
     return times

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from common import REPO, SHARED, write_result
+from common import REPO, SHARED, Stopwatch, write_result
 
 from pipelines.compare import CompareJob, run_compare
 
@@ -44,7 +43,7 @@ def main() -> None:
         output=str(args.out),
         workers=1,  # the cost table's seconds are timed in this process, on an otherwise idle box
     )
-    started = time.perf_counter()
+    started = Stopwatch()
     result = run_compare(job)
     summary = json.loads(result.paths["json"].read_text())
     write_result(
@@ -54,7 +53,7 @@ def main() -> None:
             + " ".join(f"--method '{name}={source}'" for name, source in methods.items()),
             "ours": args.label,
             "ours_source": args.ours,
-            "wall_s": time.perf_counter() - started,
+            "wall_s": started.elapsed(),
             **{k: summary[k] for k in ("pairs", "means", "stds", "ranks", "p_values", "best", "costs")},
         },
         echo=False,

@@ -13,12 +13,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import SHARED, timed, write_result
+from common import SHARED, Stopwatch, timed, write_result
 
 from dwsfusion.checkpoints import load_generator, save_generator
 from dwsfusion.export import check_parity, export_onnx, sample_planes
@@ -31,10 +30,10 @@ DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
 
 
 def whole_process(model: Path, tno: Path, out: Path) -> float:
-    started = time.perf_counter()
+    started = Stopwatch()
     command = [DWSFUSION, "fuse", "--checkpoint", str(model), "--ir", str(tno / "ir"), "--vi", str(tno / "vi")]
     subprocess.run([*command, "--output", str(out), "--quiet"], check=True)
-    return time.perf_counter() - started
+    return started.elapsed()
 
 
 def main() -> None:
@@ -55,9 +54,9 @@ def main() -> None:
             ir, vis = planes[-1]
         assert ir.shape == (480, 640), ir.shape
         generator = load_generator(checkpoint)
-        started = time.perf_counter()
+        started = Stopwatch()
         onnx_file = export_onnx(generator, folder / "generator.onnx", {"source": label})
-        export_seconds = time.perf_counter() - started
+        export_seconds = started.elapsed()
         fuser = OnnxFuser(onnx_file)
         torch_times = timed(lambda: fuse_luma(generator, ir, vis), 20)
         onnx_times = timed(lambda: fuser(ir[None], vis[None]), 5, warmup=1)

@@ -15,10 +15,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import SHARED, write_result
+from common import SHARED, Stopwatch, write_result
 
 DWSFUSION = str(Path(sys.executable).with_name("dwsfusion"))
 REFERENCE = """
@@ -41,9 +40,9 @@ for ir_path in sorted((tno / "ir").iterdir()):
 
 
 def seconds(command: list[str]) -> float:
-    started = time.perf_counter()
+    started = Stopwatch()
     subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - started
+    return started.elapsed()
 
 
 def main(rounds: int = 3) -> None:

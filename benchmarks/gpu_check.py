@@ -25,14 +25,13 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, SHARED, timed, write_result  # noqa: E402
+from common import RESULTS, SHARED, Stopwatch, timed, write_result  # noqa: E402
 
 from dwsfusion.checkpoints import load_generator  # noqa: E402
 from dwsfusion.evaluate import fuse_and_score  # noqa: E402
@@ -52,14 +51,9 @@ def _sync(device: str) -> None:
 
 
 def _timed(fn, device: str, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn``, each call timed to the end of its device work (every call,
-    warm-up included, ends with a synchronise, so none starts with another's work queued)."""
-
-    def synced() -> None:
-        fn()
-        _sync(device)
-
-    return statistics.median(timed(synced, repeats, warmup))
+    """Median seconds of ``fn``, each call timed to the end of its device work (``timed``
+    synchronises before and after each timed call, so none starts with another's work queued)."""
+    return statistics.median(timed(fn, repeats, warmup, sync=lambda: _sync(device)))
 
 
 def _generator(device: str) -> tuple[Generator, str]:
@@ -212,7 +206,7 @@ def fusion_variants(device: str, quick: bool, best: str, time_left) -> dict:
                 figures[key] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
     if device.startswith("cuda") and not quick and time_left() > 60:
         # Last: compiling takes a minute or more, and a failure must not cost the rest.
-        started = time.perf_counter()
+        started = Stopwatch()
         try:
             compiled = torch.compile(generator.fuse, dynamic=False)
             ir = torch.rand(best_batch, 1, *size, device=device)
@@ -223,7 +217,7 @@ def fusion_variants(device: str, quick: bool, best: str, time_left) -> dict:
                     return compiled(ir, vi)[0]
 
             forward_compiled()
-            figures["compile_seconds"] = time.perf_counter() - started
+            figures["compile_seconds"] = started.elapsed()
             figures[f"bf16_compiled_batch{best_batch}"] = best_batch / _timed(forward_compiled, device, repeats=10)
         except Exception as exc:  # noqa: BLE001
             figures[f"bf16_compiled_batch{best_batch}"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
@@ -254,12 +248,12 @@ def batch_fusion(device: str, quick: bool) -> dict:
     for label, metrics in (("fusion_only", ()), ("with_metrics", METRIC_NAMES)):
         with tempfile.TemporaryDirectory() as out:
             _sync(device)
-            started = time.perf_counter()
+            started = Stopwatch()
             for i in range(0, len(pairs), 16):
                 rows = fuse_and_score(generator, pairs[i : i + 16], out, metrics, precision="bf16")
                 assert not any("error" in r for r in rows), rows
             _sync(device)
-            figures[label] = len(pairs) / (time.perf_counter() - started)
+            figures[label] = len(pairs) / started.elapsed()
     return {
         "batch_fusion_pairs": len(pairs),
         "batch_fusion_pairs_per_s": figures["fusion_only"],
@@ -319,8 +313,8 @@ def short_training(device: str, seconds: float, quick: bool) -> dict:
     for module in nets.modules().values():
         module.to(device)
     opts = build_optimizers(nets, 0.01, 0.01)
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or steps == 0:
+    steps, started = 0, Stopwatch()
+    while started.elapsed() < seconds or steps == 0:
         ir, vi = _crops(sources, rng, 16, size, device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             train_step(nets, opts, ir, vi, LossWeights())
@@ -357,11 +351,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu --quick to check the script")
-    began = time.perf_counter()
+    began = Stopwatch()
     deadline = args.deadline if args.deadline is not None else float("inf")
 
     def time_left() -> float:
-        return deadline - (time.perf_counter() - began)
+        return deadline - began.elapsed()
 
     earlier = RESULTS / "gpu_check.json"
     result = json.loads(earlier.read_text()) if args.parts and earlier.exists() else {}
@@ -405,12 +399,12 @@ def main() -> None:
         if time_left() < 20:
             result[name] = "skipped: deadline"
             continue
-        started = time.perf_counter()
+        started = Stopwatch()
         try:
             result.update(part())
         except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others' figures
             result[name] = f"failed: {type(exc).__name__}: {exc}"
-        result["part_seconds"][name] = round(time.perf_counter() - started, 1)
+        result["part_seconds"][name] = round(started.elapsed(), 1)
         print(f"  {name}: {result['part_seconds'][name]:.0f} s", flush=True)
         save()
     print(json.dumps(result, indent=2, default=str))

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import SHARED, write_result
+from common import SHARED, Stopwatch, write_result
 
 from dwsfusion import metrics_torch
 from dwsfusion.evaluate import gray_u8
@@ -53,9 +52,9 @@ def per_metric_seconds(compute, data, names=METRIC_NAMES) -> dict[str, float]:
     for _, a, b, f in data:
         compute(a, b, f, names[:1])  # warm-up (caches, threads)
         for name in names:
-            started = time.perf_counter()
+            started = Stopwatch()
             compute(a, b, f, (name,))
-            seconds[name] += (time.perf_counter() - started) / len(data)
+            seconds[name] += started.elapsed() / len(data)
     return seconds
 
 
@@ -80,15 +79,15 @@ def cold_against_the_authors(folder: Path, data, count: int = 3) -> dict:
     pairs = [t for t in data if t[1].shape == (576, 768)][:count]
     ours = []
     for _, a, b, f in pairs:
-        started = time.perf_counter()
+        started = Stopwatch()
         compute_metrics(a, b, f, AUTHORS_METRICS)
-        ours.append(time.perf_counter() - started)
+        ours.append(started.elapsed())
     functions, theirs = authors_functions(folder), []
     for _, a, b, f in pairs:
-        started = time.perf_counter()
+        started = Stopwatch()
         for fn in functions.values():
             fn(a, b, f)
-        theirs.append(time.perf_counter() - started)
+        theirs.append(started.elapsed())
     return {
         "pairs": f"the first {len(pairs)} TNO pairs of 576x768, no warm-up, in a fresh process",
         "ours_seconds_per_pair": statistics.mean(ours),
@@ -105,14 +104,14 @@ def against_the_authors(folder: Path, data) -> dict:
     theirs_seconds, ours = [], {"numpy": [], "torch": []}
     worst = 0.0
     for _, a, b, f in pairs:
-        started = time.perf_counter()
+        started = Stopwatch()
         values = {name: fn(a, b, f) for name, fn in functions.items()}
-        theirs_seconds.append(time.perf_counter() - started)
+        theirs_seconds.append(started.elapsed())
         for label, compute in (("numpy", compute_metrics), ("torch", metrics_torch.compute_metrics)):
             compute(a, b, f, AUTHORS_METRICS)  # warm-up
-            started = time.perf_counter()
+            started = Stopwatch()
             got = compute(a, b, f, AUTHORS_METRICS)
-            ours[label].append(time.perf_counter() - started)
+            ours[label].append(started.elapsed())
         worst = max(worst, max(abs(got[k] - float(v)) / abs(float(v)) for k, v in values.items()))
     suite = min(ours, key=lambda k: statistics.mean(ours[k]))
     mine, authors = statistics.mean(ours[suite]), statistics.mean(theirs_seconds)

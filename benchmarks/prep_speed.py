@@ -14,13 +14,12 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import ray
-from common import SHARED, link_shared_pairs, write_result
+from common import SHARED, Stopwatch, link_shared_pairs, write_result
 
 from data_prep import PrepConfig, run_prep
 
@@ -39,11 +38,11 @@ def main() -> None:
         files = link_shared_pairs(work / "src", args.repeat)
         source_bytes = sum(os.path.getsize(f) for f in files)
 
-        start = time.perf_counter()
+        start = Stopwatch()
         for f in files:
             image = cv2.imdecode(np.fromfile(f, np.uint8), cv2.IMREAD_UNCHANGED)
             assert image is not None
-        decode_s = time.perf_counter() - start
+        decode_s = start.elapsed()
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         config = PrepConfig(
@@ -55,9 +54,9 @@ def main() -> None:
             seed=0,
             pairs_per_task=16,
         )
-        start = time.perf_counter()
+        start = Stopwatch()
         result = run_prep(config, log=lambda *_: None)
-        prep_s = time.perf_counter() - start
+        prep_s = start.elapsed()
         ray.shutdown()
         patches = sum(c["patches"] for c in result.counts.values())
         write_result(

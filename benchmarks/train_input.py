@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import ray
 import torch
-from common import SHARED, write_result
+from common import SHARED, Stopwatch, write_result
 
 from data_prep import PrepConfig, read_patches, run_prep
 from dwsfusion.losses import LossWeights
@@ -36,13 +35,13 @@ def timed_steps(batches, steps: int) -> float:
         train_step(
             nets, opts, batch["ir"].float().div(255)[:, None], batch["vi"].float().div(255)[:, None], LossWeights()
         )
-    start = time.perf_counter()
+    start = Stopwatch()
     for _ in range(steps):
         batch = next(iterator)
         train_step(
             nets, opts, batch["ir"].float().div(255)[:, None], batch["vi"].float().div(255)[:, None], LossWeights()
         )
-    return (time.perf_counter() - start) / steps
+    return start.elapsed() / steps
 
 
 def main() -> None:

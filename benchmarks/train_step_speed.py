@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ def measure(batches: np.ndarray, steps: int) -> dict:
     """Run in the tree under test: seconds per step, and the first batch's losses and
     gradients at the seeded initial weights (what "unchanged results" compares)."""
     import torch
+    from common import Stopwatch  # this script's folder: first on sys.path when run as a script
 
     import dwsfusion
     from dwsfusion.losses import LossWeights, critic_losses, generator_losses
@@ -61,10 +61,10 @@ def measure(batches: np.ndarray, steps: int) -> dict:
     times = []
     for i in range(steps + 2):
         ir, vi = images[i % len(images), 0, :, None], images[i % len(images), 1, :, None]
-        start = time.perf_counter()
+        start = Stopwatch()
         train_step(nets, opts, ir, vi, LossWeights())
         if i >= 2:  # after two warm-up steps
-            times.append(time.perf_counter() - start)
+            times.append(start.elapsed())
     return {
         "code": str(Path(dwsfusion.__file__).parent),
         "step_times": times,

@@ -4,6 +4,7 @@ pydantic (a GPU machine with only torch, NumPy and OpenCV runs it)."""
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import dwsfusion
 
@@ -67,3 +68,15 @@ def test_the_library_has_no_import_circle():
     for name in sorted(graph):
         if name not in state:
             visit(name, [])
+
+
+def test_every_benchmark_times_with_the_one_harness():
+    """benchmarks/common.py's Stopwatch and timed are the only clock (gpu_bundle.py packages,
+    it does not benchmark)."""
+    folder = Path(dwsfusion.__file__).parent.parent / "benchmarks"
+    own_clocks = [
+        path.name
+        for path in sorted(folder.glob("*.py"))
+        if path.name not in ("common.py", "gpu_bundle.py") and "perf_counter" in path.read_text()
+    ]
+    assert not own_clocks, own_clocks
