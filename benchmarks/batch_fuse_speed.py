@@ -49,7 +49,7 @@ def main() -> None:
         raise SystemExit(f"{WEIGHTS} not found: this benchmark needs ../shared")
     import ray
 
-    from pipelines.batch_fuse import FuseJob, batch_fuse
+    from pipelines.batch.run import FuseJob, batch_fuse
 
     metrics = METRIC_NAMES if args.metrics == "all" else ()
     with tempfile.TemporaryDirectory() as tmp:

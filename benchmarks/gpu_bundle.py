@@ -164,7 +164,7 @@ def check(root: Path) -> dict:
 
     from data_prep import PrepConfig, run_prep
     from dwsfusion.samples import write_samples
-    from pipelines.batch_fuse import FuseJob, batch_fuse
+    from pipelines.batch.run import FuseJob, batch_fuse
     from pipelines.config import TrainConfig
     from pipelines.train import run_training
     from tune import SweepConfig, run_sweep

@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, SHARED, Stopwatch, timed, write_result  # noqa: E402
 
 from dwsfusion.checkpoints import load_generator  # noqa: E402
-from dwsfusion.evaluate import fuse_and_score  # noqa: E402
 from dwsfusion.fuse import fuse_luma, load_pair  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
 from dwsfusion.model import Generator, adaptive_conv  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
+from dwsfusion.stream import StreamOptions, fuse_and_score  # noqa: E402
 
 WEIGHTS = SHARED / "official" / "dwsfusion_official_generator.pth"
 TNO, ROADSCENE = SHARED / "data" / "TNO", SHARED / "data" / "RoadScene"
@@ -244,13 +244,15 @@ def batch_fusion(device: str, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
         # Warm-up over every pair: each new image size builds its FFT plans and band masks
         # once (measured: a cold first pass ran at a third of the speed of a warm one).
-        fuse_and_score(generator, pairs, out, METRIC_NAMES, precision="bf16")
+        fuse_and_score(generator, pairs, out, StreamOptions(METRIC_NAMES, precision="bf16", batch_size=16))
     for label, metrics in (("fusion_only", ()), ("with_metrics", METRIC_NAMES)):
         with tempfile.TemporaryDirectory() as out:
             _sync(device)
             started = Stopwatch()
             for i in range(0, len(pairs), 16):
-                rows = fuse_and_score(generator, pairs[i : i + 16], out, metrics, precision="bf16")
+                rows = fuse_and_score(
+                    generator, pairs[i : i + 16], out, StreamOptions(metrics, precision="bf16", batch_size=16)
+                )
                 assert not any("error" in r for r in rows), rows
             _sync(device)
             figures[label] = len(pairs) / started.elapsed()

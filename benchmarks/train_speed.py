@@ -80,8 +80,8 @@ def main() -> None:
 
     ray.shutdown()  # prep's local Ray has no dashboard; Ray Train's runs with one, as `dwsfusion train` starts it
 
+    from data_prep.ray_session import ensure_ray
     from pipelines.config import TrainConfig
-    from pipelines.runtime import ensure_ray
     from pipelines.train import load_inputs, load_train_state, run_training
 
     config = TrainConfig(

@@ -31,9 +31,11 @@ import pyarrow.parquet as pq
 from dwsfusion.color import ImageError, read_luma_u8
 
 from .config import PrepConfig
-from .manifest import MANIFEST, MANIFEST_VERSION, filesystem, read_json, write_json
+from .manifest import MANIFEST, MANIFEST_VERSION
 from .patches import grid_positions, pair_problem, pair_scale, patch_views, rescale
+from .ray_session import ensure_ray
 from .sources import SourcePair, assign_splits, discover, fingerprint
+from .storage import filesystem, read_json, write_json
 
 RUN_KEY = re.compile(r"^[0-9a-f]{16}$")
 
@@ -116,7 +118,7 @@ def patch_table(stems, ys, xs, irs, vis, patch: int) -> pa.Table:
 
 
 def _shard_namer(split: str):
-    from ray.data.datasource import FilenameProvider
+    from ray.data.datasource import FilenameProvider  # Ray: heavy and optional, imported on use
 
     class SplitShardNames(FilenameProvider):
         """``<split>-<task>``: task i writes input block i (a fixed, sorted group of pairs), so
@@ -129,7 +131,7 @@ def _shard_namer(split: str):
 
 
 def _run_split(config: PrepConfig, pairs: list[SourcePair], split_dir: str, fs: pafs.FileSystem) -> None:
-    import ray
+    import ray  # Ray: heavy and optional, imported on use
 
     items = [{"stem": p.stem, "ir": p.ir, "vi": p.vi} for p in pairs]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / config.pairs_per_task)))
@@ -192,9 +194,7 @@ def run_prep(config: PrepConfig, log=print) -> PrepResult:
         log(f"{config.out}: up to date (run {run_key}); nothing to do")
         return PrepResult(config.out, run_key, True, manifest["counts"], manifest["rejected"])
 
-    from pipelines.runtime import ensure_ray  # the one place a session starts (joins RAY_ADDRESS when set)
-
-    ensure_ray(dashboard=False)
+    ensure_ray(dashboard=False)  # the one place prep starts a session (joins RAY_ADDRESS when set)
     splits = sorted({p.split for p in pairs})
     for split in splits:
         split_dir = f"{root}/{run_key}/{split}"

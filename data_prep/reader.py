@@ -26,7 +26,7 @@ def patch_arrays(table: pa.Table, patch: int) -> dict[str, np.ndarray]:
 
 def read_patches(out: str, split: str, columns: tuple[str, ...] = ("ir", "vi")):
     """A Ray Dataset of one split: ``.iter_torch_batches()`` yields uint8 (B, P, P) tensors."""
-    import ray
+    import ray  # Ray: heavy and optional, imported on use
 
     patch = load_manifest(out)["config"]["patch_size"]
     # select_columns is pushed down into the Parquet read (the columns= argument is deprecated)

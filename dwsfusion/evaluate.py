@@ -5,16 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .color import ImageError, check_header_pixels, luma_u8, read_image, write_image
+from .color import ImageError, luma_u8, read_image
 from .files import atomic_write
-from .fuse import Fuser, SourcePair, compose_output, fuse_pair, fuse_sources, fuser_device, load_pair
+from .fuse import fuse_pair
 from .metrics import METRIC_NAMES, compute_metrics
 from .model import Generator
 from .pairs import ImagePair, PairError, find_pairs, images_by_stem
@@ -145,42 +144,3 @@ def write_rows_csv(rows: list[dict], columns: list[str], path: str | os.PathLike
 def write_csv(evaluation: Evaluation, path: str | os.PathLike) -> Path:
     """Columns ``name`` then the metrics (in METRIC_NAMES order)."""
     return write_rows_csv(evaluation.rows, ["name", *evaluation.metric_names()], path)
-
-
-def fuse_and_score(
-    generator: Fuser,
-    pairs: list[ImagePair],
-    out_dir: str | os.PathLike,
-    metrics: tuple[str, ...] = (),
-    rounding: str = "truncate",
-    tiles: TileConfig | None = TileConfig(),
-    precision: str = "fp32",
-    max_pixels: int | None = None,
-) -> list[dict]:
-    """A batch fusion worker's call: decode ``pairs``, fuse those of one size (and not tiled)
-    in one forward, write each ``<stem>.png`` atomically and score it with ``metrics`` (on the
-    generator's device when that is a GPU). Returns one row per pair, in order: ``name``, the
-    metrics and ``seconds``, or ``name`` and ``error`` (the file and the reason)."""
-    device = fuser_device(generator)
-    rows: dict[str, dict] = {}
-    loaded: list[tuple[ImagePair, SourcePair, float]] = []
-    for pair in pairs:
-        started = time.perf_counter()
-        try:
-            if max_pixels is not None:
-                check_header_pixels(pair.ir, max_pixels)
-                check_header_pixels(pair.vi, max_pixels)
-            loaded.append((pair, load_pair(pair), started))
-        except (ImageError, OSError) as exc:
-            rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
-    fused = fuse_sources(generator, [source for _, source, _ in loaded], tiles, precision)
-    for (pair, source, started), luma in zip(loaded, fused, strict=True):
-        try:
-            image = compose_output(source, luma, rounding)
-            write_image(Path(out_dir) / f"{pair.stem}.png", image)
-            row = {"name": pair.stem, **score_fused(pair, image, metrics, device)}
-        except (ImageError, OSError) as exc:
-            rows[pair.stem] = {"name": pair.stem, "error": str(exc)}
-            continue
-        rows[pair.stem] = {**row, "seconds": time.perf_counter() - started}
-    return [rows[pair.stem] for pair in pairs]

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .checkpoints import load_generator
-from .color import ImageError, quantize, read_image, rgb_to_ycrcb, to_gray_float, write_image, ycrcb_to_rgb
+from .color import ImageError, quantize, read_image, rgb_to_ycrcb, to_gray_float, ycrcb_to_rgb
 from .errors import UsageError
 from .model import Generator
 from .onnx_engine import ENGINES, ONNX_SUFFIX, OnnxFuser
-from .pairs import ImagePair, find_pairs
+from .pairs import ImagePair
 from .precision import autocast
 from .tiling import TileConfig, fuse_luma_tiled
 
@@ -140,56 +138,6 @@ def fuse_pair(
 ) -> np.ndarray:
     source = load_pair(pair)
     return compose_output(source, fuse_luma(generator, source.ir, source.vis_y, tiles, precision), rounding)
-
-
-@dataclass
-class FuseReport:
-    written: list[Path]
-    failed: list[str]  # "<file>: <reason>"
-
-
-def fuse_pairs(
-    generator: Fuser,
-    pairs: Iterable[ImagePair],
-    out_dir: str | os.PathLike,
-    rounding: str = "truncate",
-    progress: bool = True,
-    tiles: TileConfig | None = TileConfig(),
-    precision: str = "fp32",
-) -> FuseReport:
-    """Fuse every pair into ``out_dir/<stem>.png``. A bad pair is reported and skipped; each
-    output is written atomically, so an interrupted run leaves only complete images."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pairs = list(pairs)
-    report = FuseReport([], [])
-    for pair in tqdm(pairs, desc="fuse", unit="pair", disable=not progress):
-        try:
-            image = fuse_pair(generator, pair, rounding, tiles, precision)
-        except ImageError as exc:
-            report.failed.append(str(exc))
-            continue
-        report.written.append(write_image(out_dir / f"{pair.stem}.png", image))
-    return report
-
-
-def fuse_folder(
-    checkpoint: str | os.PathLike,
-    ir_dir: str | os.PathLike,
-    vi_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    device: str = "cpu",
-    rounding: str = "truncate",
-    progress: bool = True,
-    tiles: TileConfig | None = TileConfig(),
-    precision: str = "fp32",
-    engine: str = "auto",
-) -> FuseReport:
-    """The folder form of ``dwsfusion fuse``: checkpoint (or exported .onnx) + folders -> fused
-    PNGs named by stem."""
-    pairs, _ = find_pairs(ir_dir, vi_dir, strict=True)
-    fuser = load_fuser(checkpoint, engine, device)
-    return fuse_pairs(fuser, pairs, out_dir, rounding, progress, tiles, precision)
 
 
 def fuse_sources(

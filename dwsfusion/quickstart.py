@@ -11,10 +11,11 @@ import numpy as np
 from .checkpoints import load_generator
 from .color import write_image
 from .evaluate import Evaluation, evaluate_folders, write_csv
-from .fuse import compose_output, fuse_pairs, load_pair
+from .fuse import compose_output, load_pair
 from .pairs import find_pairs, resolve_source
 from .quicktrain import QuickTrainConfig, quick_train
 from .samples import write_samples
+from .stream import fuse_pairs
 
 BASELINES = {"mean": lambda ir, vi: (ir + vi) / 2, "max": np.maximum}
 

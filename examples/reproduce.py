@@ -35,10 +35,10 @@ from common import SHARED, write_result  # noqa: E402
 
 from data_prep import load_manifest  # noqa: E402
 from dwsfusion.evaluate import evaluate_folders  # noqa: E402
-from dwsfusion.fuse import fuse_pairs  # noqa: E402
 from dwsfusion.model import Generator, GeneratorConfig  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.quickstart import comparison_table, write_baselines  # noqa: E402
+from dwsfusion.stream import fuse_pairs  # noqa: E402
 from pipelines.train import load_train_state  # noqa: E402
 
 PATCH, STRIDE, SCALE = 176, 8, 0.6  # docs/fidelity.md: the release trained on half-size MSRS

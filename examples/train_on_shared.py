@@ -21,10 +21,10 @@ from common import SHARED, link_shared_pairs, write_result  # noqa: E402
 
 from data_prep import PrepConfig, run_prep  # noqa: E402
 from dwsfusion.evaluate import evaluate_folders  # noqa: E402
-from dwsfusion.fuse import fuse_pairs  # noqa: E402
 from dwsfusion.model import Generator  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.quickstart import comparison_table, write_baselines  # noqa: E402
+from dwsfusion.stream import fuse_pairs  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_train_state, run_training  # noqa: E402
 

@@ -4,8 +4,10 @@ Verbs: samples, fuse, evaluate, quickstart (no Ray); prep, train, tune, register
 Options that set a stage's settings are generated from that stage's settings model (one
 definition: names, types, defaults and help), so the CLI, the Python API and the workflow
 config cannot disagree. Dispatch is by the verb's name (``args.verb``, ``args.action``),
-never by an attribute an option could also set. Handlers import their stage lazily: the
-library verbs work without Ray or MLflow.
+never by an attribute an option could also set. The stages are imported here, at the top:
+none imports Ray or MLflow until it runs, so the library verbs work without them. Three are
+imported where they run, each for a heavy import it brings (MLflow, matplotlib, the ONNX
+exporter).
 
 Exit status: 0 done; 1 done, but some inputs failed (each named on stderr); 2 nothing done,
 a usage problem (named on stderr: a file, a setting, a held lock).
@@ -22,12 +24,36 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from data_prep import PrepConfig, run_prep
 from data_prep.config import PrepSettings
+from data_prep.ray_session import set_verbosity
+from data_prep.storage import is_uri
+from dwsfusion.color import MAX_PIXELS
 from dwsfusion.constants import BASELINE_METHODS
 from dwsfusion.errors import UsageError
+from dwsfusion.evaluate import evaluate_folders, write_csv
+from dwsfusion.quickstart import run_quickstart
+from dwsfusion.quicktrain import QuickTrainConfig
+from dwsfusion.samples import write_samples
+from dwsfusion.stream import fuse_folder
+from dwsfusion.tiling import TileConfig
+from tune import SweepConfig, run_sweep
 
-from .config import CompareSettings, FuseSettings, RegisterSettings, SamplesSettings, validate
-from .runtime import how_to_see, is_uri, output_location, output_path, set_verbosity, tracking_uri
+from .batch.archives import ArchiveLimits, archive_kind
+from .batch.run import FuseJob, batch_fuse
+from .config import (
+    CompareSettings,
+    FuseSettings,
+    RegisterSettings,
+    SamplesSettings,
+    TrainConfig,
+    load_config,
+    validate,
+)
+from .lock import LOCK_FILE, break_lock, read_holder
+from .runtime import how_to_see, output_location, output_path, tracking_uri, use_tracking
+from .train import run_training
+from .workflow import WorkflowConfig, load_workflow, plan, run_workflow
 
 DISPATCH_DESTS = ("verb", "action")  # the parser's own: no option may use them (tested)
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db under the home)"
@@ -88,8 +114,6 @@ def _add_console(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------ the library verbs (no Ray)
 def _samples(args: argparse.Namespace) -> int:
-    from dwsfusion.samples import write_samples
-
     settings = settings_from(args, SamplesSettings)
     out = write_samples(output_path(args.out, "--out"), settings.count, settings.seed)
     print(f"wrote {settings.count} synthetic pair(s) to {out.resolve()}/ir and {out.resolve()}/vi")
@@ -97,8 +121,6 @@ def _samples(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dwsfusion.evaluate import evaluate_folders, write_csv
-
     evaluation = evaluate_folders(args.ir, args.vi, args.fused, progress=not args.quiet)
     if args.csv:
         path = write_csv(evaluation, output_path(args.csv, "--csv"))
@@ -110,9 +132,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from dwsfusion.quickstart import run_quickstart
-    from dwsfusion.quicktrain import QuickTrainConfig
-
     train = QuickTrainConfig(steps=args.steps) if args.steps else QuickTrainConfig()
     workdir = output_path(args.workdir, "--workdir")
     result = run_quickstart(workdir, args.source, args.checkpoint, train, not args.quiet)
@@ -171,8 +190,6 @@ def _fuse_form(given: set[str]) -> str:
 
 
 def _tiles(args: argparse.Namespace):
-    from dwsfusion.tiling import TileConfig
-
     given = {field: getattr(args, dest) for dest, field in TILE_OPTIONS.items() if hasattr(args, dest)}
     try:
         return TileConfig(**given)
@@ -183,28 +200,16 @@ def _tiles(args: argparse.Namespace):
 def _fuse(args: argparse.Namespace) -> int:
     given = set(vars(args)) - {"verb", "quiet", "verbose"}
     if _fuse_form(given) == "folder":
-        from dwsfusion.fuse import fuse_folder
-
         out = output_path(args.output, "--output")
+        settings = settings_from(args, FuseSettings, tiles=_tiles(args), metrics="none")  # unscored
+        options, device, engine = settings.stream_options(), getattr(args, "device", "cpu"), settings.engine
         report = fuse_folder(
-            args.checkpoint,
-            args.ir,
-            args.vi,
-            out,
-            getattr(args, "device", "cpu"),
-            getattr(args, "rounding", "truncate"),
-            not args.quiet,
-            _tiles(args),
-            getattr(args, "precision", "fp32"),
-            getattr(args, "engine", "auto"),
+            args.checkpoint, args.ir, args.vi, out, options, device=device, engine=engine, progress=not args.quiet
         )
         print(f"fused {len(report.written)} pair(s) into {out.resolve()}")
         for problem in report.failed:
             print(f"error: {problem}", file=sys.stderr)
         return 1 if report.failed else 0
-
-    from .archives import ArchiveLimits, archive_kind
-    from .batch_fuse import FuseJob, batch_fuse
 
     defaults = ArchiveLimits()
     limits = ArchiveLimits(
@@ -236,11 +241,6 @@ def _fuse(args: argparse.Namespace) -> int:
 
 
 def _add_fuse(verbs: argparse._SubParsersAction) -> None:
-    from dwsfusion.color import MAX_PIXELS
-    from dwsfusion.tiling import TileConfig
-
-    from .archives import ArchiveLimits
-
     p = verbs.add_parser(
         "fuse",
         help="fuse IR/VIS pairs: folders with a checkpoint, or folders/archives on Ray actors",
@@ -298,7 +298,7 @@ def _add_fuse(verbs: argparse._SubParsersAction) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import CompareJob, run_compare
+    from .compare import CompareJob, run_compare  # imports matplotlib: only for this verb
 
     job = settings_from(
         args,
@@ -359,17 +359,12 @@ def _add_compare(verbs: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------ Ray-backed verbs
 def _prep(args: argparse.Namespace) -> int:
-    from data_prep import PrepConfig, run_prep
-
     out = output_location(args.out, "--out")
     run_prep(settings_from(args, PrepConfig, source=str(args.source), out=out))  # rejected pairs are listed
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig, load_config
-    from .train import run_training
-
     config = load_config(TrainConfig, args.config, args.overrides)
     result = run_training(config, resume=args.resume, progress=not args.quiet)
     metrics = result.metrics
@@ -382,10 +377,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from tune import SweepConfig, run_sweep
-
-    from .config import load_config
-
     overrides = list(args.overrides)
     for key in ("num_samples", "max_concurrent", "scheduler", "search_alg"):
         if getattr(args, key) is not None:
@@ -410,7 +401,7 @@ def _cell(value) -> str:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from .registry import register_model
+    from .registry import register_model  # imports MLflow: only for this verb
 
     settings = settings_from(args, RegisterSettings)
     uri = tracking_uri(args.tracking_uri)
@@ -424,12 +415,10 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from .export import export_model  # imports the ONNX exporter: only for this verb
 
     model = args.model
     if model:
-        from .runtime import use_tracking
-
         use_tracking(tracking_uri(args.tracking_uri))
     result = export_model(
         output_path(args.output, "--output"), args.checkpoint, model, args.ir, args.vi, args.tolerance, not args.quiet
@@ -445,10 +434,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .lock import LOCK_FILE, break_lock, read_holder
-    from .workflow import WorkflowConfig, load_workflow, plan, run_workflow
-
     if args.action == "run":
         config = load_config(WorkflowConfig, args.config, args.overrides)
         workflow_id = args.workflow_id or config.name
@@ -506,10 +491,8 @@ def _add_pipeline(verbs: argparse._SubParsersAction) -> None:
             a.add_argument("--force", action="store_true", help="also break a lock whose holder still runs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dwsfusion", description="DWSFusion infrared-visible image fusion")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
+def _add_library_verbs(verbs: argparse._SubParsersAction) -> None:
+    """samples, fuse, evaluate, compare, quickstart: no Ray (fuse's batch form aside)."""
     p = verbs.add_parser("samples", help="write seeded synthetic IR/VIS pairs")
     p.add_argument("--out", required=True, help="folder for ir/ and vi/")
     add_settings(p, SamplesSettings)
@@ -532,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps when no checkpoint is given")
     _add_console(p)
 
+
+def _add_training_verbs(verbs: argparse._SubParsersAction) -> None:
+    """prep, train, tune: the Ray stages that make a model."""
     p = verbs.add_parser("prep", help="extract training patches into Parquet shards (Ray Data)")
     p.add_argument(
         "--source", required=True, help="MSRS root (train/ir, train/vi[, test/...]) or a folder with ir/ + vi/"
@@ -567,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value, dotted (e.g. train.epochs=3 space.loss.dual_ir.low=0.5)")
     _add_console(p)
 
+
+def _add_model_verbs(verbs: argparse._SubParsersAction) -> None:
+    """register, export: what is done with a trained model."""
     p = verbs.add_parser("register", help="register a run's generator or a checkpoint in MLflow (promotion gate)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", dest="run_id", help="MLflow run id of a training run")
@@ -592,6 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help=TRACKING_HELP)
     _add_console(p)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dwsfusion", description="DWSFusion infrared-visible image fusion")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _add_library_verbs(verbs)
+    _add_training_verbs(verbs)
+    _add_model_verbs(verbs)
     _add_pipeline(verbs)
     return parser
 

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
+from data_prep.ray_session import ensure_ray
 from dwsfusion.checkpoints import load_generator
 from dwsfusion.compare import (
     CompareError,
@@ -40,7 +41,7 @@ from dwsfusion.model import Generator
 from dwsfusion.pairs import find_pairs
 
 from .config import CompareSettings
-from .runtime import ensure_ray, set_experiment, tracking_uri, use_tracking
+from .runtime import set_experiment, tracking_uri, use_tracking
 
 RAY_ABOVE = 500  # method-pairs from which the default is Ray actors (below: Ray's start costs more)
 COMPARE_EXPERIMENT = "dwsfusion-compare"

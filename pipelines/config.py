@@ -2,32 +2,35 @@
 
 Each stage's settings are defined once, as one pydantic model, next to the stage or here:
 ``data_prep.config.PrepSettings``, ``SamplesSettings`` and ``TrainSettings`` (here),
-``tune.sweep.SweepSettings``, ``pipelines.registry.RegisterSettings`` and
-``pipelines.batch_fuse.FuseSettings``. The CLI takes its options and defaults from them
-(``pipelines.cli``), the Python API takes them as arguments, and the workflow config nests
-them. YAML files and ``key=value`` overrides (dotted keys for sections) are parsed as YAML
-scalars, never evaluated; every validation error names the field. Validation has no side
-effects (nothing is created until a stage runs).
+``tune.sweep.SweepSettings``, ``RegisterSettings`` and ``FuseSettings`` (here; the batch job's
+``pipelines.batch.run.FuseJob`` adds what to fuse, and travels to its actors as is). The CLI
+takes its options and defaults from them (``pipelines.cli``), the Python API takes them as
+arguments, and the workflow config nests them. YAML files and ``key=value`` overrides (dotted
+keys for sections) are parsed as YAML scalars, never evaluated; every validation error names
+the field. Validation has no side effects (nothing is created until a stage runs).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from data_prep.storage import is_uri
 from dwsfusion.constants import METRIC_NAMES, FusionInit
 from dwsfusion.errors import UsageError
 from dwsfusion.loss_weights import LossWeights
 from dwsfusion.model import GeneratorConfig
 from dwsfusion.step import Networks, build_networks
+from dwsfusion.stream import StreamOptions
 from dwsfusion.tiling import TileConfig
 
-from .archives import ArchiveLimits
-from .runtime import is_uri, store_path, tracking_uri
+from .batch.archives import ArchiveLimits, archive_kind
+from .runtime import store_path, tracking_uri
 
 
 class ConfigError(UsageError):
@@ -128,7 +131,6 @@ class RegisterSettings(BaseModel):
 def fuse_output(value: str) -> str:
     """A batch fusion output: a folder, a local archive, or an object-store prefix (shards out).
     An object-store archive is refused by name: one archive is assembled on the driver."""
-    from .archives import archive_kind
 
     if is_uri(value) and archive_kind(value) is not None:
         raise ValueError(
@@ -167,6 +169,18 @@ class FuseSettings(BaseModel):
     @classmethod
     def _metric_list(cls, value):
         return metric_list(value)
+
+    def identity(self) -> dict:
+        """What decides the images and rows: a rerun into an output made with other values is
+        refused (the manifest's ``settings``)."""
+        tiles = asdict(self.tiles)
+        return {"metrics": list(self.metrics), "rounding": self.rounding, "tiles": tiles, "precision": self.precision}
+
+    def stream_options(self) -> StreamOptions:
+        """The library's per-pair path (``dwsfusion.stream``) as these settings run it."""
+        threads = int(max(1, self.cpus_per_actor))  # decode / encode / metric threads beside the forward
+        limit = self.limits.max_pixels
+        return StreamOptions(self.metrics, self.rounding, self.tiles, self.precision, self.batch_size, threads, limit)
 
 
 def metric_list(value) -> tuple[str, ...]:

@@ -59,11 +59,11 @@ def export_model(
         raise UsageError("give exactly one of --checkpoint PATH or --model URI")
     planes, sources = parity_planes(ir_dir, vi_dir)  # a bad folder is refused before the slow export
     if checkpoint is not None:
-        generator, label = load_generator(checkpoint), str(Path(checkpoint).resolve())
+        generator, label, registry = load_generator(checkpoint), str(Path(checkpoint).resolve()), None
     else:
-        from .registry import load_registered_generator  # MLflow: only a registered model needs it
+        from . import registry  # imports MLflow: only a registered model needs it
 
-        generator, label = load_registered_generator(model), model
+        generator, label = registry.load_registered_generator(model), model
     if progress:
         print(f"exporting {label} (torch.export, about a minute and a half on 2 CPU cores) ...", flush=True)
     started = time.perf_counter()
@@ -76,9 +76,5 @@ def export_model(
         raise UsageError(f"{parity.line()}: more than {tolerance}; nothing written")
     graph.metadata_props.add(key="parity", value=parity.line())
     written = save_onnx(graph, output)
-    attached = None
-    if model is not None:
-        from .registry import attach_onnx
-
-        attached = attach_onnx(model, written)
+    attached = registry.attach_onnx(model, written) if registry is not None else None
     return ExportResult(written, parity, seconds, attached)

@@ -32,7 +32,7 @@ STALE_AFTER_S = 600.0
 def _process_start(pid: int) -> float | None:
     """When process ``pid`` started (epoch seconds), or None if it does not exist."""
     try:
-        import psutil
+        import psutil  # optional: not a dependency of ours; without it, existence only
 
         return psutil.Process(pid).create_time()
     except ImportError:  # no psutil: existence only

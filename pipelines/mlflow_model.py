@@ -16,8 +16,11 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import torch
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
+
+import dwsfusion
 
 SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "ir"), TensorSpec(np.dtype(np.float32), (-1, -1), "vi")]),
@@ -31,8 +34,6 @@ LIBRARY_REQUIREMENTS = ("numpy", "opencv-python-headless", "pillow", "tqdm", "py
 def log_generator(checkpoint_path: str, name: str = "generator") -> str:
     """Log a generator checkpoint (ours or the release's) as a pyfunc model in the active run.
     Returns the model URI."""
-    import dwsfusion
-
     with warnings.catch_warnings():  # MLflow's advice to give an input example: we give a signature
         warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
         info = mlflow.pyfunc.log_model(
@@ -50,6 +51,4 @@ def requirements() -> list[str]:
     """The model's environment: the torch it was trained with, the library's own dependencies
     and MLflow. Stated, not inferred (MLflow's inference takes seconds per model and left
     torch and OpenCV out)."""
-    import torch
-
     return [f"torch=={torch.__version__.split('+')[0]}", *LIBRARY_REQUIREMENTS, f"mlflow=={mlflow.__version__}"]

@@ -12,6 +12,9 @@ the weights; imports no torch), or ``auto`` (the default: torch where it is inst
 ONNX Runtime).
 """
 
+import importlib.util
+from pathlib import Path
+
 import mlflow
 import numpy as np
 
@@ -22,9 +25,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        import importlib.util
-        from pathlib import Path
-
+        # The library is imported here, per engine: an ONNX Runtime model loads without torch.
         from dwsfusion.onnx_engine import ATTACHED_ONNX, OnnxFuser  # NumPy and ONNX Runtime only
 
         engine = (context.model_config or {}).get("engine", "auto")
@@ -39,9 +40,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             return
         if engine != "torch":
             raise ValueError(f"engine {engine!r}: choose auto, torch or onnxruntime")
-        import torch
+        import torch  # only the torch engine needs it: an ONNX Runtime model loads without
 
-        from dwsfusion.checkpoints import load_generator
+        from dwsfusion.checkpoints import load_generator  # torch: only the torch engine
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = load_generator(context.artifacts["checkpoint"]).to(device)
@@ -52,7 +53,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"ir {ir.shape} and vi {vi.shape} differ in shape")
         if self.fuser is not None:  # one graph call for a stack of one size
             return self.fuser(ir[None], vi[None])[0] if ir.ndim == 2 else self.fuser(ir, vi)
-        from dwsfusion.fuse import fuse_luma
+        from dwsfusion.fuse import fuse_luma  # torch: only the torch engine
         from dwsfusion.tiling import TileConfig
 
         if ir.ndim == 2:

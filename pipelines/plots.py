@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 GRID_COLUMNS = ("IR", "VIS", "fused", "W_ir", "W_vi")
@@ -10,8 +11,6 @@ GRID_COLUMNS = ("IR", "VIS", "fused", "W_ir", "W_vi")
 def fusion_grid(rows: list[tuple[np.ndarray, ...]], labels: tuple[str, ...] = GRID_COLUMNS) -> np.ndarray:
     """rows of (IR, VIS, fused, W_ir, W_vi), each (H, W) in [0, 1] -> one uint8 image: a header
     naming each column, then one row per sample, with 2-px white gutters."""
-    import cv2
-
     gutter, header = 2, 20
     h, w = rows[0][0].shape
     cols = len(rows[0])
@@ -27,10 +26,10 @@ def fusion_grid(rows: list[tuple[np.ndarray, ...]], labels: tuple[str, ...] = GR
 
 def loss_curves(history: list[dict[str, float]]):
     """Per-epoch curves of every loss term and validation metric (a matplotlib figure)."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib only where a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     epochs = [h["epoch"] for h in history]
     groups = {

@@ -26,11 +26,13 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from dwsfusion.checkpoints import checkpoint_file, load_generator
 from dwsfusion.errors import UsageError
 from dwsfusion.evaluate import evaluate_generator
 from dwsfusion.model import Generator
 from dwsfusion.onnx_engine import ATTACHED_ONNX
 from dwsfusion.pairs import ImagePair, find_pairs, resolve_source
+from dwsfusion.samples import write_samples
 
 from .config import RegisterSettings
 from .mlflow_model import log_generator
@@ -115,8 +117,6 @@ def _eval_pairs(settings: RegisterSettings, workdir: Path) -> tuple[list[ImagePa
         ir_dir, vi_dir = resolve_source(settings.eval_source)
         label = str(Path(settings.eval_source).resolve())
     else:
-        from dwsfusion.samples import write_samples
-
         root = write_samples(workdir / "eval", **SAMPLE_EVAL_SET)
         ir_dir, vi_dir = root / "ir", root / "vi"
         label = f"samples(count={SAMPLE_EVAL_SET['count']}, seed={SAMPLE_EVAL_SET['seed']})"
@@ -167,8 +167,6 @@ def _model_from_run(run_id: str) -> str:
 
 def _model_from_checkpoint(checkpoint: Path, artifact_location: str | None = None) -> str:
     """Log a checkpoint file as our pyfunc in a registration run; returns its model URI."""
-    from dwsfusion.checkpoints import checkpoint_file, load_generator
-
     checkpoint = checkpoint_file(checkpoint)  # a training checkpoint's folder -> its state.pt
     load_generator(checkpoint)  # refuse a bad file before anything is logged
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()

@@ -14,6 +14,7 @@ stay equal; ``ranks_identical`` in every epoch's metrics checks it.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import os
 import posixpath
@@ -28,6 +29,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from data_prep import load_manifest, ray_session, read_patches
+from data_prep.ray_session import quiet_libraries
+from data_prep.storage import is_uri, location_exists
 from dwsfusion.augment import add_visible_noise, augment_pairs
 from dwsfusion.checkpoints import TRAIN_FORMAT, TRAIN_STATE_FILE, save_generator
 from dwsfusion.errors import UsageError
@@ -43,6 +47,8 @@ from dwsfusion.step import (
 )
 
 from .config import TrainConfig
+from .plots import fusion_grid, loss_curves
+from .runtime import named_run, use_tracking
 
 VAL_METRICS = ("Qabf", "VIF", "SSIM", "MI")
 # The sweep objective: loss-independent fusion quality on the fixed validation patches. The
@@ -110,7 +116,7 @@ def mean_across_ranks(values: dict[str, float], count: int) -> dict[str, float]:
 
 def _nodes_in_use() -> list[str]:
     """The distinct Ray node ids the ranks run on, sorted."""
-    import ray
+    import ray  # Ray: heavy and optional, imported on use
 
     node = ray.get_runtime_context().get_node_id()
     if _world() == 1:
@@ -216,13 +222,9 @@ def _say(line: str) -> None:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    import logging
-
-    import mlflow
+    import mlflow  # MLflow: heavy and optional, imported on use
     import ray.train
     import ray.train.torch
-
-    from .runtime import quiet_libraries
 
     verbose, progress = loop_config.get("verbose", False), loop_config.get("progress", True)
     quiet_libraries(verbose)
@@ -286,8 +288,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     val_ir, val_vi = loop_config["val_ir"], loop_config["val_vi"]
     if rank == 0:
-        from .runtime import use_tracking
-
         use_tracking(config.tracking_uri())
         mlflow.start_run(run_id=run_id)
         mlflow.set_tag("ray_nodes", ",".join(nodes))  # where the ranks ran (after a restart: the latest)
@@ -369,8 +369,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if rank == 0:
             history.append(metrics)
             mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-            from .plots import fusion_grid
-
             mlflow.log_image(fusion_grid(rows), f"fusion_grid/epoch_{epoch:03d}.png")
             if progress:
                 critics = (
@@ -399,10 +397,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 def _finish(nets: Networks, best: dict, history: list[dict], config: TrainConfig) -> None:
     """Rank 0: loss curves, and the best generator as an MLflow model (pyfunc, any size)."""
-    import mlflow
+    import mlflow  # MLflow: heavy and optional, imported on use
 
-    from .mlflow_model import log_generator
-    from .plots import loss_curves
+    from .mlflow_model import log_generator  # imports MLflow: see above
 
     if history:
         mlflow.log_figure(loss_curves(history), "loss_curves.png")
@@ -440,8 +437,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _mlflow_run(config: TrainConfig, resume: bool, parent_run_id: str | None = None) -> str:
     """The run's MLflow id: the existing one for a resumed name, else a new run."""
-    from .runtime import named_run
-
     return named_run(
         config.tracking_uri(),
         config.mlflow_experiment,
@@ -458,8 +453,6 @@ def load_inputs(config: TrainConfig) -> tuple:
     """(train dataset, val dataset held by the driver, fixed val patches) from the prepared shards.
     A sweep calls this once in its driver: Ray Data reads started inside a Tune trial would
     be confined to the trial's small placement group and wait forever."""
-    from data_prep import read_patches
-
     train_data = read_patches(config.data, "train")
     if config.materialize:  # read once, then every epoch iterates the object store
         train_data = held_by_driver(train_data)
@@ -474,7 +467,7 @@ def held_by_driver(dataset):
     while the restarted worker group already waits on it, and in the node-loss drill the
     validation fetch timed out first (tests/ray/test_multinode.py). A lost worker node loses
     none of these blocks; the price is that they must fit the driver node's object store."""
-    import ray
+    import ray  # Ray: heavy and optional, imported on use
 
     return ray.data.from_arrow(ray.get(dataset.to_arrow_refs()))
 
@@ -492,12 +485,9 @@ def run_training(
     ``parent_run_id`` nests the MLflow run; ``callbacks`` go to Ray Train (e.g. Tune's);
     ``inputs`` are ``load_inputs``' result when the caller has read them already;
     ``progress`` prints one line per epoch."""
+    # Ray: heavy and optional, imported on use
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from data_prep import load_manifest
-
-    from . import runtime
 
     config.per_worker_batch()  # fail early on an uneven batch
     manifest = load_manifest(config.data)
@@ -506,10 +496,10 @@ def run_training(
             raise UsageError(f"{config.data}: the '{split}' split has no patches (see its manifest)")
     storage = config.storage()
     run_dir = posixpath.join(storage, config.name)
-    if not resume and runtime.location_exists(run_dir):
+    if not resume and location_exists(run_dir):
         raise UsageError(f"{run_dir}: a run with this name exists; pass --resume to continue it or choose another name")
     # A local Ray needs CPUs for Ray Data's reads beside the workers.
-    runtime.ensure_ray(cpus_needed=config.num_workers * config.cpus_per_worker + 2)
+    ray_session.ensure_ray(cpus_needed=config.num_workers * config.cpus_per_worker + 2)
 
     train_data, val_data, val = inputs or load_inputs(config)
     run_id = _mlflow_run(config, resume, parent_run_id)
@@ -523,7 +513,7 @@ def run_training(
             "val_ir": np.ascontiguousarray(val["ir"]),
             "val_vi": np.ascontiguousarray(val["vi"]),
             "progress": progress,
-            "verbose": runtime.VERBOSE,
+            "verbose": ray_session.VERBOSE,
         },
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
@@ -539,7 +529,7 @@ def run_training(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
             # INFO echoes every report's whole metrics dict; our epoch line says what matters.
-            logging_config=LoggingConfig(log_level="INFO" if runtime.VERBOSE else "WARNING"),
+            logging_config=LoggingConfig(log_level="INFO" if ray_session.VERBOSE else "WARNING"),
         ),
         datasets={"train": train_data, "val": val_data},
         dataset_config=_ingest_config(),
@@ -552,7 +542,7 @@ def run_training(
 def _ingest_config():
     """Ray Train's default ingest options, stated: its own default copies the deprecated
     ``exclude_resources`` into new options, and every run printed Ray's deprecation warning."""
-    import ray.data
+    import ray.data  # Ray: heavy and optional, imported on use
     from ray.train import DataConfig
 
     current = ray.data.DataContext.get_current().execution_options
@@ -577,9 +567,10 @@ def _checkpoint_uri(checkpoint) -> str:
 def load_train_state(checkpoint_dir: str | os.PathLike) -> dict:
     """A training checkpoint (weights_only): nets, optimisers, schedulers, epoch, best, history.
     ``checkpoint_dir`` is a folder or an object-store URI (s3://..., fetched through Ray)."""
-    if "://" in str(checkpoint_dir):
-        import ray.train
+    location = str(checkpoint_dir)
+    if is_uri(location):
+        import ray.train  # heavy and optional: only an object store's checkpoint is fetched through Ray
 
-        with ray.train.Checkpoint(str(checkpoint_dir)).as_directory() as folder:
+        with ray.train.Checkpoint(location).as_directory() as folder:
             return torch.load(Path(folder) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
-    return torch.load(Path(checkpoint_dir) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    return torch.load(Path(location.removeprefix("file://")) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)

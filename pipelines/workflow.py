@@ -30,10 +30,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from data_prep import PrepConfig, run_prep
 from data_prep.config import PrepSettings
+from data_prep.ray_session import ensure_ray
+from data_prep.storage import is_uri, location_exists
+from dwsfusion.checkpoints import load_generator, save_generator
+from dwsfusion.evaluate import evaluate_folders, evaluate_generator, write_csv
 from dwsfusion.files import atomic_write
+from dwsfusion.model import Generator, GeneratorConfig
+from dwsfusion.pairs import find_pairs, resolve_source
+from dwsfusion.quickstart import comparison_table, write_baselines
+from dwsfusion.samples import write_samples
+from tune import run_sweep
 from tune.sweep import SweepConfig, SweepSettings
 
+from .batch.run import FuseJob, batch_fuse
 from .config import (
     FuseSettings,
     RegisterSettings,
@@ -44,7 +55,8 @@ from .config import (
     validate,
 )
 from .lock import WorkflowLock
-from .runtime import is_uri, location_exists, store_path, tracking_uri, use_tracking
+from .runtime import named_run, store_path, tracking_uri, use_tracking
+from .train import load_train_state, run_training
 
 MARKER = "_DONE.json"
 STATE = "workflow.json"
@@ -145,12 +157,8 @@ class Step:
 
 
 def _samples(ctx: StepContext) -> dict:
-    from dwsfusion.samples import write_samples
-
     config = ctx.config
     if config.source:  # prep reads all of it (MSRS: train/ and test/); evaluate and fuse its test pairs
-        from dwsfusion.pairs import resolve_source
-
         ir, vi = resolve_source(config.source)
         source = str(Path(config.source).resolve())
         return {
@@ -164,8 +172,6 @@ def _samples(ctx: StepContext) -> dict:
 
 
 def _prep(ctx: StepContext) -> dict:
-    from data_prep import PrepConfig, run_prep
-
     source, out = ctx.inputs["samples"]["prep_source"], ctx.config.data_location(ctx.out, "patches")
     result = run_prep(PrepConfig(**ctx.config.prep.model_dump(), source=source, out=out))
     return {"data": result.out, "run_key": result.run_key, "counts": result.counts, "rejected": result.rejected}
@@ -178,11 +184,6 @@ def _run_name(out: Path) -> str:
 
 def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
     """The best-validation generator of a training checkpoint, as a standalone file."""
-    from dwsfusion.checkpoints import save_generator
-    from dwsfusion.model import Generator, GeneratorConfig
-
-    from .train import load_train_state
-
     state = load_train_state(checkpoint_dir)
     generator = Generator(GeneratorConfig(**state["generator_config"]))
     best = state["best"]
@@ -191,8 +192,6 @@ def _best_generator_file(checkpoint_dir: str, out: Path) -> str:
 
 
 def _train(ctx: StepContext) -> dict:
-    from .train import run_training
-
     storage = ctx.config.data_location(ctx.out, "ray")
     train = ctx.config.train_config(ctx.inputs["prep"]["data"], storage, _run_name(ctx.out))
     resume = location_exists(posixpath.join(storage, train.name))  # a killed run continues from its last epoch
@@ -202,8 +201,6 @@ def _train(ctx: StepContext) -> dict:
 
 
 def _tune(ctx: StepContext) -> dict:
-    from tune import run_sweep
-
     train = ctx.config.train_config(ctx.inputs["prep"]["data"], "<per trial>")
     storage = ctx.config.data_location(ctx.out, "ray")
     sweep = ctx.config.sweep_config(train, storage, _run_name(ctx.out))
@@ -223,12 +220,7 @@ def _tune(ctx: StepContext) -> dict:
 def _evaluate(ctx: StepContext) -> dict:
     """The best generator on the source pairs, beside the generator it started from (what the
     training bought) and pixel-wise mean and max fusion of them."""
-    import mlflow
-
-    from dwsfusion.checkpoints import load_generator
-    from dwsfusion.evaluate import evaluate_folders, evaluate_generator, write_csv
-    from dwsfusion.pairs import find_pairs
-    from dwsfusion.quickstart import comparison_table, write_baselines
+    import mlflow  # MLflow: heavy and optional, imported on use
 
     ir, vi = ctx.inputs["samples"]["ir"], ctx.inputs["samples"]["vi"]
     pairs, _ = find_pairs(ir, vi)
@@ -255,7 +247,7 @@ def _evaluate(ctx: StepContext) -> dict:
 
 
 def _register(ctx: StepContext) -> dict:
-    from .registry import register_model
+    from .registry import register_model  # imports MLflow: only where the step runs
 
     config = ctx.config
     result = register_model(
@@ -274,8 +266,6 @@ def _register(ctx: StepContext) -> dict:
 
 
 def _fuse(ctx: StepContext) -> dict:
-    from .batch_fuse import FuseJob, batch_fuse
-
     settings = ctx.config.fuse
     given = settings.output
     output = given if is_uri(given) else str(Path(given) if Path(given).is_absolute() else ctx.out / given)
@@ -359,8 +349,6 @@ def plan(config: WorkflowConfig, root: Path) -> list[StepState]:
 
 def _workflow_run(config: WorkflowConfig, workflow_id: str) -> str:
     """The workflow's MLflow parent run (found by its id tag, else created)."""
-    from .runtime import named_run
-
     tracking, experiment = config.tracking_uri(), config.mlflow_experiment
     return named_run(
         tracking,
@@ -378,8 +366,6 @@ def run_workflow(
 ) -> list[StepState]:
     """Run every step whose marker is missing, in order, holding the workflow's lock (a second
     run of the same id stops at once, naming the holder); returns the final states."""
-    from .runtime import ensure_ray
-
     workflow_id = workflow_id or config.name
     root = config.root(workflow_id)
     with WorkflowLock(root, workflow_id):
@@ -421,7 +407,7 @@ def run_workflow(
 
 def _run_in_mlflow(ctx: StepContext, state: StepState) -> tuple[dict, str]:
     """Run a step inside its own MLflow run, nested under the workflow run."""
-    import mlflow
+    import mlflow  # MLflow: heavy and optional, imported on use
 
     use_tracking(ctx.config.tracking_uri())
     experiment = mlflow.get_run(ctx.parent_run).info.experiment_id

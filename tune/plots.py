@@ -8,10 +8,10 @@ import math
 def objective_vs_coefficients(rows: list[dict], space: list[str], objective: str):
     """Scatter of each trial's best objective against each coefficient (log x for positive
     ranges); stopped-early trials hollow, diverged ones marked at zero."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib only where a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     fig, axes = plt.subplots(1, len(space), figsize=(4.5 * len(space), 3.8), squeeze=False)
     for ax, key in zip(axes[0], space, strict=True):

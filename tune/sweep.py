@@ -29,9 +29,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from data_prep.ray_session import ensure_ray
+from data_prep.storage import location_exists
 from dwsfusion.errors import UsageError
+from dwsfusion.evaluate import write_rows_csv
 from pipelines.config import TrainConfig, TrainSettings, get_dotted, set_dotted
-from pipelines.runtime import ensure_ray, location_exists, store_path
+from pipelines.runtime import named_run, store_path
+from pipelines.train import load_inputs, run_training
+
+from .plots import objective_vs_coefficients
 
 OBJECTIVE = "val_score"
 
@@ -57,7 +63,7 @@ class Dimension(BaseModel):
         return self
 
     def to_tune(self):
-        from ray import tune
+        from ray import tune  # Ray: heavy and optional, imported on use
 
         if self.type == "loguniform":
             return tune.loguniform(self.low, self.high)
@@ -123,10 +129,8 @@ def trial_driver(
 ) -> None:
     """One trial: the shared training loop under Ray Train, metrics reported to Tune. A
     restored sweep re-runs this; Ray Train then resumes the trial's run from its checkpoint."""
-    import ray.tune
+    import ray.tune  # Ray: heavy and optional, imported on use
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from pipelines.train import run_training
 
     trial = ray.tune.get_context().get_trial_id()
     tree = apply_overrides(base, params)
@@ -149,8 +153,6 @@ class SweepResult:
 
 
 def _parent_run(config: SweepConfig, resume: bool, parent_run_id: str | None) -> str:
-    from pipelines.runtime import named_run
-
     space = {k: v.model_dump(exclude_none=True) for k, v in config.space.items()}
     params = config.model_dump(exclude={"train", "space"})
     params["space"] = json.dumps(space)
@@ -169,23 +171,26 @@ def _parent_run(config: SweepConfig, resume: bool, parent_run_id: str | None) ->
 def _search(config: SweepConfig):
     points = config.points_to_evaluate or None
     if config.search_alg == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
+        from ray.tune.search.basic_variant import BasicVariantGenerator  # Ray: heavy and optional, imported on use
 
         # Its own concurrency limit: TuneConfig.max_concurrent_trials does not bind a given generator.
         return BasicVariantGenerator(
             points_to_evaluate=points, max_concurrent=config.max_concurrent, random_state=config.seed
         )
     try:
-        from ray.tune.search.optuna import OptunaSearch
+        from ray.tune.search.optuna import OptunaSearch  # Ray: heavy and optional, imported on use
     except ImportError as exc:  # optuna is an optional extra
         raise UsageError("search_alg 'optuna' needs Optuna: pip install 'dwsfusion[tune]'") from exc
-    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search import ConcurrencyLimiter  # Ray: heavy and optional, imported on use
 
     return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=points, seed=config.seed), config.max_concurrent)
 
 
 def _scheduler(config: SweepConfig):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import (  # Ray: heavy and optional, imported on use
+        ASHAScheduler,
+        FIFOScheduler,
+    )
 
     if config.scheduler == "fifo":
         return FIFOScheduler()
@@ -199,7 +204,7 @@ def _scheduler(config: SweepConfig):
 
 def _trial_runs(parent_run_id: str) -> dict[str, str]:
     """Training run name (trial_<id>) -> MLflow run id, for the runs nested under the sweep."""
-    import mlflow
+    import mlflow  # MLflow: heavy and optional, imported on use
 
     runs = mlflow.search_runs(
         search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", output_format="list"
@@ -234,11 +239,7 @@ def _table(results, space: list[str], epochs: int, runs: dict[str, str]) -> list
 
 
 def _log_parent(parent_run_id: str, rows: list[dict], space: list[str], best: dict | None) -> None:
-    import mlflow
-
-    from dwsfusion.evaluate import write_rows_csv
-
-    from .plots import objective_vs_coefficients
+    import mlflow  # MLflow: heavy and optional, imported on use
 
     with mlflow.start_run(run_id=parent_run_id), tempfile.TemporaryDirectory() as folder:
         write_rows_csv(rows, list(rows[0]), Path(folder) / "trials.csv")
@@ -256,7 +257,7 @@ def run_sweep(
     """Run (or with ``resume``, continue) the sweep; returns the best trial and the table.
     ``parent_run_id`` nests the sweep's MLflow run (a workflow step); ``progress`` prints each
     trial's epoch lines."""
-    from ray import tune
+    from ray import tune  # Ray: heavy and optional, imported on use
 
     storage = config.storage()
     sweep_dir = posixpath.join(storage, config.name)
@@ -266,8 +267,6 @@ def run_sweep(
         raise UsageError(f"{sweep_dir}: no sweep to resume (run it without --resume first)")
     ensure_ray()
     parent_run_id = _parent_run(config, resume, parent_run_id)
-    from pipelines.train import load_inputs
-
     inputs = load_inputs(config.train.model_copy(update={"materialize": True}))  # once, for every trial
     trainable = tune.with_resources(
         tune.with_parameters(

@@ -20,7 +20,7 @@ pytest.importorskip("mlflow")
 from data_prep import PrepConfig, run_prep  # noqa: E402
 from dwsfusion.color import read_image  # noqa: E402
 from dwsfusion.samples import write_samples  # noqa: E402
-from pipelines.batch_fuse import FuseJob, batch_fuse  # noqa: E402
+from pipelines.batch.run import FuseJob, batch_fuse  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_train_state, run_training  # noqa: E402
 

@@ -40,7 +40,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from data_prep import PrepConfig, run_prep  # noqa: E402
 from dwsfusion.samples import write_samples  # noqa: E402
-from pipelines.batch_fuse import MANIFEST, FuseJob, batch_fuse  # noqa: E402
+from pipelines.batch.run import MANIFEST, FuseJob, batch_fuse  # noqa: E402
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.train import load_inputs, load_train_state, run_training  # noqa: E402
 

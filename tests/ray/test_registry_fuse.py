@@ -30,7 +30,7 @@ from dwsfusion.color import read_image, read_image_bytes  # noqa: E402
 from dwsfusion.fuse import fuse_luma, load_pair  # noqa: E402
 from dwsfusion.model import Generator  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
-from pipelines.batch_fuse import FuseJob, batch_fuse  # noqa: E402
+from pipelines.batch.run import FuseJob, batch_fuse  # noqa: E402
 from pipelines.config import RegisterSettings  # noqa: E402
 from pipelines.registry import gate_decision, register_model  # noqa: E402
 from tests.conftest import OFFICIAL_WEIGHTS, SHARED  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.archives import ArchiveLimits, member_role, pair_members, tar_members, write_archive, zip_members
+from pipelines.batch.archives import ArchiveLimits, member_role, pair_members, tar_members, write_archive, zip_members
 
 
 def _png(samples_dir: Path, folder: str, index: int = 0) -> bytes:

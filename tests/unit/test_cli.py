@@ -153,7 +153,7 @@ def test_fuse_forms_refuse_each_others_options(random_checkpoint, samples_dir, t
 
 def test_the_batch_form_takes_several_inputs_and_what_its_help_says():
     """``--input`` takes many shards; ``--metrics`` takes what its help names (all, none, a list)."""
-    from pipelines.batch_fuse import FuseJob
+    from pipelines.batch.run import FuseJob
     from pipelines.cli import build_parser, settings_from
 
     parser = build_parser()

@@ -122,8 +122,9 @@ def test_load_fuser_picks_the_engine_by_file_and_names_the_fix(mean_onnx, random
 
 def test_folder_form_fuses_with_an_onnx_file(mean_onnx, samples_dir, tmp_path):
     from dwsfusion.color import read_luma_u8
-    from dwsfusion.fuse import fuse_folder, fuse_luma_batch, load_fuser, load_pair
+    from dwsfusion.fuse import fuse_luma_batch, load_fuser, load_pair
     from dwsfusion.pairs import find_pairs
+    from dwsfusion.stream import fuse_folder
     from pipelines.cli import main
 
     assert main(["fuse", "--checkpoint", str(mean_onnx), "--ir", str(samples_dir / "ir"), "--vi",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.runtime import location_exists
+from data_prep.storage import location_exists
 
 
 def test_location_exists_for_folders_files_and_file_uris(tmp_path):
