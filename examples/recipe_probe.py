@@ -65,7 +65,7 @@ def part_seed(text: str) -> tuple[str, int]:
     return part, int(seed)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True, help="results go to benchmarks/results/recipe_probe_<name>.json")
     parser.add_argument("--steps", type=int, default=600)
@@ -92,7 +92,41 @@ def main() -> None:
         help=f"start one part of the generator ({', '.join(GENERATOR_PARTS)}) as SEED starts it",
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recipe_probe")
-    args = parser.parse_args()
+    return parser
+
+
+def _start(args: argparse.Namespace):
+    """(networks, optimisers, step) the probe starts from: fresh, seeded, or ``--init``."""
+    torch.manual_seed(args.seed)
+    nets = build_networks(fusion_init=args.fusion_init)
+    for part, seed in args.part_seed:
+        with torch.random.fork_rng():  # the other start's draws leave the run's own untouched
+            torch.manual_seed(seed)
+            other = build_networks(fusion_init=args.fusion_init).generator
+        getattr(nets.generator, part).load_state_dict(getattr(other, part).state_dict())
+    opts = build_optimizers(nets, args.lr, args.lr_d or args.lr)
+    if not args.init:
+        return nets, opts, 0
+    state = torch.load(args.init, weights_only=True)
+    for key, module in nets.modules().items():
+        module.load_state_dict(state["nets"][key])
+    for key, optimizer in (("generator", opts.generator), ("d_ir", opts.d_ir), ("d_vi", opts.d_vi)):
+        optimizer.load_state_dict(state["optimizers"][key])
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr if key == "generator" else args.lr_d or args.lr
+    return nets, opts, state["step"]
+
+
+def _save(nets, opts, step: int, path: Path) -> None:
+    optimizers = {"generator": opts.generator, "d_ir": opts.d_ir, "d_vi": opts.d_vi}
+    nets_state = {k: m.state_dict() for k, m in nets.modules().items()}
+    torch.save(
+        {"step": step, "nets": nets_state, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, path
+    )
+
+
+def main() -> None:
+    args = _parser().parse_args()
     roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
     if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir():
         raise SystemExit(f"{SHARED}/data/RoadScene and TNO are needed")
@@ -103,25 +137,7 @@ def main() -> None:
     ]
     sources = [(a, b) for a, b in sources if min(a.shape) >= patch]
     tno_pairs, _ = find_pairs(tno / "ir", tno / "vi")
-
-    torch.manual_seed(args.seed)
-    nets = build_networks(fusion_init=args.fusion_init)
-    for part, seed in args.part_seed:
-        with torch.random.fork_rng():  # the other start's draws leave the run's own untouched
-            torch.manual_seed(seed)
-            other = build_networks(fusion_init=args.fusion_init).generator
-        getattr(nets.generator, part).load_state_dict(getattr(other, part).state_dict())
-    opts = build_optimizers(nets, args.lr, args.lr_d or args.lr)
-    start = 0
-    if args.init:
-        state = torch.load(args.init, weights_only=True)
-        for key, module in nets.modules().items():
-            module.load_state_dict(state["nets"][key])
-        for key, optimizer in (("generator", opts.generator), ("d_ir", opts.d_ir), ("d_vi", opts.d_vi)):
-            optimizer.load_state_dict(state["optimizers"][key])
-            for group in optimizer.param_groups:
-                group["lr"] = args.lr if key == "generator" else args.lr_d or args.lr
-        start = state["step"]
+    nets, opts, start = _start(args)
     # Seed 0 keeps the draws of every probe recorded before --seed existed.
     data_seed = args.seed if args.data_seed is None else args.data_seed
     rng = np.random.default_rng([data_seed, start] if data_seed else start)
@@ -159,28 +175,19 @@ def main() -> None:
         }
         print(row, flush=True)
         evaluations.append(row)
-        optimizers = {"generator": opts.generator, "d_ir": opts.d_ir, "d_vi": opts.d_vi}
-        torch.save(
-            {
-                "step": step,
-                "nets": {k: m.state_dict() for k, m in nets.modules().items()},
-                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            },
-            args.work / f"{args.name}_{step}.pt",
-        )
+        _save(nets, opts, step, args.work / f"{args.name}_{step}.pt")
+    recipe = (
+        f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
+        f"lr {args.lr}, adversarial {args.adversarial} from step {args.adversarial_from} "
+        f"({critic_steps} critic steps at lr {args.lr_d or args.lr}), VIS noise {args.vis_noise}, "
+        f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init}), "
+        f"seed {args.seed}"
+        + (f", data seed {data_seed}" if data_seed != args.seed else "")
+        + "".join(f", {part} from seed {seed}" for part, seed in args.part_seed)
+    )
     write_result(
         f"recipe_probe_{args.name}",
-        {
-            "recipe": f"train_step, RoadScene x{args.scale} random {patch}x{patch} crops, batch {batch}, "
-            f"lr {args.lr}, adversarial {args.adversarial} from step {args.adversarial_from} "
-            f"({critic_steps} critic steps at lr {args.lr_d or args.lr}), VIS noise {args.vis_noise}, "
-            f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init}), "
-            f"seed {args.seed}"
-            + (f", data seed {data_seed}" if data_seed != args.seed else "")
-            + "".join(f", {part} from seed {seed}" for part, seed in args.part_seed),
-            "evaluated_on": "TNO 25 pairs, our metric suite",
-            "evaluations": evaluations,
-        },
+        {"recipe": recipe, "evaluated_on": "TNO 25 pairs, our metric suite", "evaluations": evaluations},
     )
 
 

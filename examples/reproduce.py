@@ -59,7 +59,7 @@ def _dwsfusion(*args: str) -> str:
     return "".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--source", type=Path, help="training pairs: an MSRS root or ir/ + vi/ (default: ../shared/data/RoadScene)"
@@ -73,7 +73,11 @@ def main() -> None:
     )
     parser.add_argument("--tag", help="write benchmarks/results/reproduce_tno_<tag>.json instead")
     parser.add_argument("overrides", nargs="*", help="key=value for configs/reproduce.yaml (e.g. epochs=2)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     source, tno = args.source or SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
     if not source.is_dir():
         raise SystemExit(f"{source}: no such folder of training pairs (--source)")

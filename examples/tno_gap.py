@@ -73,23 +73,8 @@ def _band_gains(generator: Generator, ir: torch.Tensor, vi: torch.Tensor) -> lis
     return [round(float(g), 3) for g in seen[0].mean(dim=(0, 2, 3))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint folders of one run, oldest first")
-    args = parser.parse_args()
-    roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
-    released = SHARED / "official" / "tno_fused"
-    if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir() or not released.is_dir():
-        raise SystemExit(f"{SHARED}/data/RoadScene, TNO and official/tno_fused are needed")
-    folders = sorted(c for c in args.checkpoints if Path(c).is_dir())  # checkpoint_* also matches Ray's snapshot file
-    if not folders:
-        raise SystemExit(f"no checkpoint folder among {args.checkpoints}")
-    states = [load_train_state(c) for c in folders]
-    last = states[-1]
-    trained = _generator(last, last["best"]["generator"]).eval()
-    pairs, _ = find_pairs(tno / "ir", tno / "vi")
-    release_images = images_by_stem(released)
-
+def _per_image(trained, pairs, release_images) -> list[dict]:
+    """VIF and Qabf of the trained, released and max fusion per TNO pair, worst gap first."""
     rows = []
     for pair in pairs:
         ir, vi = read_luma_u8(pair.ir).astype(np.float64), read_luma_u8(pair.vi).astype(np.float64)
@@ -114,6 +99,28 @@ def main() -> None:
             f"  grey levels from max: {r['trained_grey_levels_from_max']:.1f}"
             f" vs {r['release_grey_levels_from_max']:.1f}"
         )
+
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint folders of one run, oldest first")
+    args = parser.parse_args()
+    roadscene, tno = SHARED / "data" / "RoadScene", SHARED / "data" / "TNO"
+    released = SHARED / "official" / "tno_fused"
+    if not (roadscene / "ir").is_dir() or not (tno / "ir").is_dir() or not released.is_dir():
+        raise SystemExit(f"{SHARED}/data/RoadScene, TNO and official/tno_fused are needed")
+    folders = sorted(c for c in args.checkpoints if Path(c).is_dir())  # checkpoint_* also matches Ray's snapshot file
+    if not folders:
+        raise SystemExit(f"no checkpoint folder among {args.checkpoints}")
+    states = [load_train_state(c) for c in folders]
+    last = states[-1]
+    trained = _generator(last, last["best"]["generator"]).eval()
+    pairs, _ = find_pairs(tno / "ir", tno / "vi")
+    release_images = images_by_stem(released)
+
+    rows = _per_image(trained, pairs, release_images)
 
     sources = [(read_luma_u8(p), read_luma_u8(roadscene / "vi" / p.name)) for p in sorted((roadscene / "ir").iterdir())]
     sources = [(a, b) for a, b in sources if min(a.shape) >= 240]

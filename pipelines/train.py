@@ -21,7 +21,7 @@ import posixpath
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from dwsfusion.metrics import compute_metrics
 from dwsfusion.precision import autocast
 from dwsfusion.step import (
     Networks,
+    Optimizers,
     build_optimizers,
     critic_updates,
     recalibrate_batchnorm,
@@ -199,19 +200,91 @@ def _validation_images(generator: nn.Module, val_ir: np.ndarray, val_vi: np.ndar
     return metrics, rows
 
 
-def _state(nets, opts, scheds, epoch, best, history, run_id, average) -> dict:
-    return {
-        "format": TRAIN_FORMAT,
-        "epoch": epoch,
-        "generator_config": nets.generator.config.to_dict(),
-        "nets": {k: m.state_dict() for k, m in nets.modules().items()},
-        "optimizers": {k: o.state_dict() for k, o in opts.items()},
-        "schedulers": {k: s.state_dict() for k, s in scheds.items()},
-        "best": best,
-        "history": history,
-        "mlflow_run_id": run_id,
-        "generator_average": average.state_dict() if average is not None else None,
-    }
+# ---------------------------------------------------------------- the worker's state
+@dataclass
+class TrainState:
+    """What a worker trains and a checkpoint holds: the networks, their optimisers and
+    schedules, the gradient scaler, the generator's moving average, and how far the run got."""
+
+    nets: Networks
+    optimizers: Optimizers
+    schedulers: dict[str, torch.optim.lr_scheduler.ReduceLROnPlateau]
+    scaler: torch.amp.GradScaler | None
+    average: torch.optim.swa_utils.AveragedModel | None  # the generator's EMA, when ema_decay
+    best: dict  # value, monitor, epoch, generator (the best scored weights), bad_epochs
+    history: list[dict] = field(default_factory=list)  # rank 0's epoch metrics
+    start_epoch: int = 0
+
+    @property
+    def optimizer_by_name(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.optimizers.generator, "d_ir": self.optimizers.d_ir, "d_vi": self.optimizers.d_vi}
+
+    @property
+    def scored(self) -> nn.Module:
+        """The generator that is scored, scheduled on and kept: the raw one, or its average."""
+        return self.average.module if self.average is not None else self.nets.generator
+
+    @classmethod
+    def start(cls, config: TrainConfig, device: torch.device) -> TrainState:
+        nets = config.start_networks()  # seeds torch with config.seed first
+        for module in nets.modules().values():
+            module.to(device)
+            if config.channels_last:
+                module.to(memory_format=torch.channels_last)
+        optimizers = build_optimizers(nets, config.lr_g, config.lr_d)
+        scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
+        higher_is_better = config.monitor == "val_score"
+        mode, factor, patience = "max" if higher_is_better else "min", config.plateau_factor, config.plateau_patience
+        opts = (optimizers.generator, optimizers.d_ir, optimizers.d_vi)
+        schedulers = {
+            k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode=mode, factor=factor, patience=patience)
+            for k, o in zip(("generator", "d_ir", "d_vi"), opts, strict=True)
+        }
+        average = None
+        if config.ema_decay:
+            ema = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
+            average = torch.optim.swa_utils.AveragedModel(nets.generator, multi_avg_fn=ema)
+        worst = -math.inf if higher_is_better else math.inf
+        best = {"value": worst, "monitor": config.monitor, "epoch": -1, "generator": None, "bad_epochs": 0}
+        return cls(nets, optimizers, schedulers, scaler, average, best)
+
+    def load(self, state: dict) -> None:
+        """Continue from a checkpoint's ``state`` (``to_dict``)."""
+        for key, module in self.nets.modules().items():
+            module.load_state_dict(state["nets"][key])
+        for key, optimizer in self.optimizer_by_name.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+            self.schedulers[key].load_state_dict(state["schedulers"][key])
+        self.start_epoch, self.best, self.history = state["epoch"] + 1, state["best"], state["history"]
+        if self.average is not None and state.get("generator_average") is not None:
+            self.average.load_state_dict(state["generator_average"])
+
+    def to_dict(self, epoch: int, run_id: str) -> dict:
+        return {
+            "format": TRAIN_FORMAT,
+            "epoch": epoch,
+            "generator_config": self.nets.generator.config.to_dict(),
+            "nets": {k: m.state_dict() for k, m in self.nets.modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizer_by_name.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "best": self.best,
+            "history": self.history,
+            "mlflow_run_id": run_id,
+            "generator_average": self.average.state_dict() if self.average is not None else None,
+        }
+
+    def keep_if_best(self, metrics: dict, config: TrainConfig) -> None:
+        """Step the schedules on the monitored value and keep the scored generator if it is the best."""
+        monitored = metrics[config.monitor]
+        for scheduler in self.schedulers.values():
+            scheduler.step(monitored)
+        better = monitored > self.best["value"] if config.monitor == "val_score" else monitored < self.best["value"]
+        if better:
+            weights = {k: v.detach().cpu().clone() for k, v in self.scored.state_dict().items()}
+            self.best = {**self.best, "value": monitored, "epoch": metrics["epoch"], "generator": weights}
+            self.best["bad_epochs"] = 0
+        else:
+            self.best["bad_epochs"] += 1
 
 
 def _say(line: str) -> None:
@@ -221,12 +294,13 @@ def _say(line: str) -> None:
     sys.__stdout__.flush()
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    import mlflow  # MLflow: heavy and optional, imported on use
-    import ray.train
+# ---------------------------------------------------------------- the worker's steps
+def _set_up_worker(loop_config: dict) -> tuple[TrainConfig, int, torch.device]:
+    """The worker's console, config, rank, device and threads; NumPy seeded by rank."""
+    import ray.train  # Ray: heavy and optional, imported on use
     import ray.train.torch
 
-    verbose, progress = loop_config.get("verbose", False), loop_config.get("progress", True)
+    verbose = loop_config.get("verbose", False)
     quiet_libraries(verbose)
     if not verbose:  # Ray Train logs every report's whole metrics dict at INFO through the root logger
         logging.getLogger().setLevel(logging.WARNING)
@@ -236,162 +310,150 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if device.type == "cpu":  # the worker's share of the node: as many torch threads as CPUs reserved
         torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     np.random.seed(config.seed + rank)
-    nets = config.start_networks()  # seeds torch with config.seed first
-    for module in nets.modules().values():
-        module.to(device)
-        if config.channels_last:
-            module.to(memory_format=torch.channels_last)
-    optimizers = build_optimizers(nets, config.lr_g, config.lr_d)
-    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
-    opts = {"generator": optimizers.generator, "d_ir": optimizers.d_ir, "d_vi": optimizers.d_vi}
-    higher_is_better = config.monitor == "val_score"
-    scheds = {
-        k: torch.optim.lr_scheduler.ReduceLROnPlateau(
-            o, mode="max" if higher_is_better else "min", factor=config.plateau_factor, patience=config.plateau_patience
-        )
-        for k, o in opts.items()
-    }
-    # The generator that is scored, scheduled on and kept: the raw one, or its moving average.
-    average = (
-        torch.optim.swa_utils.AveragedModel(
-            nets.generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
-        )
-        if config.ema_decay
-        else None
-    )
-    scored = average.module if average is not None else nets.generator
-    start_epoch, history = 0, []
-    worst = -math.inf if higher_is_better else math.inf
-    best = {"value": worst, "monitor": config.monitor, "epoch": -1, "generator": None, "bad_epochs": 0}
-    run_id = loop_config["mlflow_run_id"]
+    return config, rank, device
+
+
+def _restore(state: TrainState, device: torch.device) -> None:
+    """Resume from Ray Train's checkpoint, if any (a restarted worker group or a resumed run),
+    then make every rank start from rank 0's parameters."""
+    import ray.train  # Ray: heavy and optional, imported on use
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # resume: a restarted worker group or a resumed run
+    if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / TRAIN_STATE_FILE, map_location=device, weights_only=True)
-        for key, module in nets.modules().items():
-            module.load_state_dict(state["nets"][key])
-        for key in opts:
-            opts[key].load_state_dict(state["optimizers"][key])
-            scheds[key].load_state_dict(state["schedulers"][key])
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        if average is not None and state.get("generator_average") is not None:
-            average.load_state_dict(state["generator_average"])
-    for module in nets.modules().values():
+            state.load(torch.load(Path(folder) / TRAIN_STATE_FILE, map_location=device, weights_only=True))
+    for module in state.nets.modules().values():
         broadcast_state(module)
-    nodes = _nodes_in_use()
 
+
+def _train_epoch(state: TrainState, config: TrainConfig, shard, epoch: int, rank: int, device: torch.device) -> dict:
+    """One pass over this worker's shard: the averaged losses and throughput; the batches kept
+    re-estimate the scored generator's BatchNorm statistics."""
     weights = config.loss
-    warm_up = replace(weights, adversarial=0.0)  # the critics train, the generator does not see them
-    critic_steps = critic_updates(weights, config.critic_steps)  # the run's weight's, not the warm-up's 0
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    val_ir, val_vi = loop_config["val_ir"], loop_config["val_vi"]
+    if epoch < config.adversarial_from_epoch:
+        weights = replace(weights, adversarial=0.0)  # the critics train, the generator does not see them
+    critic_steps = critic_updates(config.loss, config.critic_steps)  # the run's weight's, not the warm-up's 0
+    started, sums, samples = time.perf_counter(), {}, 0
+    recent = collections.deque(maxlen=config.bn_recalibration_batches)  # for the BatchNorm statistics
+    if config.augment or config.vis_noise:  # seeded by (seed, epoch, rank): a resumed epoch redraws them
+        seed = np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0]
+        draws = torch.Generator().manual_seed(int(seed))
+    batch_size = config.per_worker_batch()
+    for batch in _batches(shard, batch_size, config.seed + epoch, config.shuffle_buffer, config.max_steps_per_epoch):
+        ir, vi = _to_images(batch, device, config.channels_last)
+        if config.augment:  # the BatchNorm statistics below are re-estimated on the batches as read
+            ir, vi = augment_pairs(ir, vi, draws)
+        if config.vis_noise:
+            vi = add_visible_noise(vi, config.vis_noise, draws)
+        with autocast(device, config.amp):
+            nets, scaler = state.nets, state.scaler
+            logs = train_step(
+                nets, state.optimizers, ir, vi, weights, average_gradients, config.grad_clip, scaler, critic_steps
+            )
+        for module in state.nets.modules().values():
+            average_buffers(module)
+        if state.average is not None:  # from identical weights on every rank: identical averages
+            state.average.update_parameters(state.nets.generator)
+        for key, value in logs.items():
+            sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value * ir.shape[0]
+        samples += ir.shape[0]
+        recent.append(batch)
+    if samples == 0:
+        raise RuntimeError(f"epoch {epoch}: no training batch of {batch_size} patches per worker")
+    metrics = mean_across_ranks(sums, samples)
+    metrics["samples_per_second_per_worker"] = samples / (time.perf_counter() - started)
+    metrics["train_steps"] = samples // batch_size  # the same on every rank
+    if recent:  # every rank on its own batches, then averaged: the ranks stay identical
+        recalibrate_batchnorm(state.scored, (_to_images(b, device, config.channels_last) for b in recent))
+        average_buffers(state.scored)
+    return metrics
+
+
+def _epoch_line(config: TrainConfig, epoch: int, metrics: dict) -> str:
+    critics = (
+        f"d_ir {metrics['train_d_ir_loss']:.4f}  d_vi {metrics['train_d_vi_loss']:.4f}  "
+        if "train_d_ir_loss" in metrics
+        else ""  # adversarial weight 0: no critic step
+    )
+    return (
+        f"[{config.name} epoch {epoch}] g {metrics['train_g_total']:.4f}  {critics}val {metrics['val_loss']:.4f}  "
+        f"Qabf {metrics['val_Qabf']:.3f}  VIF {metrics['val_VIF']:.3f}  score {metrics['val_score']:.3f}  "
+        f"lr {metrics['lr_g']:.0e}  {metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
+    )
+
+
+def _report_diverged(config: TrainConfig, metrics: dict, epoch: int, rank: int) -> None:
+    """A non-finite loss (the same all-reduced values on every rank): said, logged, reported."""
+    import mlflow  # MLflow: heavy and optional, imported on use
+    import ray.train
+
+    metrics.update(epoch=epoch, diverged=1.0, val_score=0.0)
+    if rank == 0:
+        _say(f"[{config.name} epoch {epoch}] diverged (non-finite loss): stopping this run")
+        mlflow.log_metrics({"diverged": 1.0, "val_score": 0.0}, step=epoch)
+        mlflow.set_tag("diverged", "true")
+    ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
+
+
+def _report(state: TrainState, config: TrainConfig, metrics: dict, rows: list, run_id: str, progress: bool) -> None:
+    """Rank 0's report of an epoch: to MLflow (metrics, fusion grid), the console, and Ray Train
+    with a checkpoint (the other ranks report their metrics alone)."""
+    import mlflow  # MLflow: heavy and optional, imported on use
+    import ray.train
+
+    epoch = metrics["epoch"]
+    state.history.append(metrics)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    mlflow.log_image(fusion_grid(rows), f"fusion_grid/epoch_{epoch:03d}.png")
+    if progress:
+        _say(_epoch_line(config, epoch, metrics))
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state.to_dict(epoch, run_id), Path(folder) / TRAIN_STATE_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train's worker function: set up, restore, then per epoch train, validate, keep the
+    best and report; rank 0 tracks the run in MLflow and logs the best generator at the end."""
+    import mlflow  # MLflow: heavy and optional, imported on use
+    import ray.train
+
+    config, rank, device = _set_up_worker(loop_config)
+    state = TrainState.start(config, device)
+    _restore(state, device)
+    nodes = _nodes_in_use()
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    run_id = loop_config["mlflow_run_id"]
     if rank == 0:
         use_tracking(config.tracking_uri())
         mlflow.start_run(run_id=run_id)
         mlflow.set_tag("ray_nodes", ",".join(nodes))  # where the ranks ran (after a restart: the latest)
 
-    for epoch in range(start_epoch, config.epochs):
-        if best["bad_epochs"] >= config.early_stop_patience:
+    for epoch in range(state.start_epoch, config.epochs):
+        if state.best["bad_epochs"] >= config.early_stop_patience:
             break
-        started, sums, samples = time.perf_counter(), {}, 0
-        recent = collections.deque(maxlen=config.bn_recalibration_batches)  # for the BatchNorm statistics
-        if config.augment or config.vis_noise:  # seeded by (seed, epoch, rank): a resumed epoch redraws them
-            seed = np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0]
-            draws = torch.Generator().manual_seed(int(seed))
-        for batch in _batches(
-            train_shard,
-            config.per_worker_batch(),
-            config.seed + epoch,
-            config.shuffle_buffer,
-            config.max_steps_per_epoch,
-        ):
-            ir, vi = _to_images(batch, device, config.channels_last)
-            if config.augment:  # the BatchNorm statistics below are re-estimated on the batches as read
-                ir, vi = augment_pairs(ir, vi, draws)
-            if config.vis_noise:
-                vi = add_visible_noise(vi, config.vis_noise, draws)
-            with autocast(device, config.amp):
-                logs = train_step(
-                    nets,
-                    optimizers,
-                    ir,
-                    vi,
-                    weights if epoch >= config.adversarial_from_epoch else warm_up,
-                    average_gradients,
-                    config.grad_clip,
-                    scaler,
-                    critic_steps,
-                )
-            for module in nets.modules().values():
-                average_buffers(module)
-            if average is not None:  # from identical weights on every rank: identical averages
-                average.update_parameters(nets.generator)
-            for key, value in logs.items():
-                sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value * ir.shape[0]
-            samples += ir.shape[0]
-            recent.append(batch)
-        if samples == 0:
-            raise RuntimeError(f"epoch {epoch}: no training batch of {config.per_worker_batch()} patches per worker")
-        metrics = mean_across_ranks(sums, samples)
-        metrics["samples_per_second_per_worker"] = samples / (time.perf_counter() - started)
-        metrics["train_steps"] = samples // config.per_worker_batch()  # the same on every rank
-        if recent:  # every rank on its own batches, then averaged: the ranks stay identical
-            recalibrate_batchnorm(scored, (_to_images(b, device, config.channels_last) for b in recent))
-            average_buffers(scored)
-        metrics["val_loss"] = _validation_loss(scored, val_shard, config, device)
+        metrics = _train_epoch(state, config, train_shard, epoch, rank, device)
+        metrics["val_loss"] = _validation_loss(state.scored, val_shard, config, device)
         # Every rank scores the same fixed patches with the same weights: the same numbers everywhere,
         # so the schedule, early stopping and the best generator agree without a collective.
-        image_metrics, rows = _validation_images(scored, val_ir, val_vi, device)
+        image_metrics, rows = _validation_images(state.scored, loop_config["val_ir"], loop_config["val_vi"], device)
         metrics.update(image_metrics)
-        if not all(math.isfinite(v) for v in metrics.values()):  # the same all-reduced values on every rank
-            metrics.update(epoch=epoch, diverged=1.0, val_score=0.0)
-            if rank == 0:
-                _say(f"[{config.name} epoch {epoch}] diverged (non-finite loss): stopping this run")
-                mlflow.log_metrics({"diverged": 1.0, "val_score": 0.0}, step=epoch)
-                mlflow.set_tag("diverged", "true")
-            ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
+        if not all(math.isfinite(v) for v in metrics.values()):
+            _report_diverged(config, metrics, epoch, rank)
             break
-        monitored = metrics[config.monitor]
-        for sched in scheds.values():
-            sched.step(monitored)
-        metrics["lr_g"] = opts["generator"].param_groups[0]["lr"]
-        identical, spread = ranks_identical(nets)
-        metrics.update(epoch=epoch, ranks_identical=float(identical), rank_parameter_spread=spread, diverged=0.0)
+        metrics["epoch"] = epoch
+        state.keep_if_best(metrics, config)
+        identical, spread = ranks_identical(state.nets)
+        metrics["lr_g"] = state.optimizers.generator.param_groups[0]["lr"]
+        metrics.update(ranks_identical=float(identical), rank_parameter_spread=spread, diverged=0.0)
         metrics["nodes"] = float(len(nodes))
-        if monitored > best["value"] if higher_is_better else monitored < best["value"]:
-            generator_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
-            best = {**best, "value": monitored, "epoch": epoch, "generator": generator_state, "bad_epochs": 0}
-        else:
-            best["bad_epochs"] += 1
-
         if rank == 0:
-            history.append(metrics)
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-            mlflow.log_image(fusion_grid(rows), f"fusion_grid/epoch_{epoch:03d}.png")
-            if progress:
-                critics = (
-                    f"d_ir {metrics['train_d_ir_loss']:.4f}  d_vi {metrics['train_d_vi_loss']:.4f}  "
-                    if "train_d_ir_loss" in metrics
-                    else ""  # adversarial weight 0: no critic step
-                )
-                _say(
-                    f"[{config.name} epoch {epoch}] g {metrics['train_g_total']:.4f}  {critics}"
-                    f"val {metrics['val_loss']:.4f}  "
-                    f"Qabf {metrics['val_Qabf']:.3f}  VIF {metrics['val_VIF']:.3f}  score {metrics['val_score']:.3f}  "
-                    f"lr {metrics['lr_g']:.0e}  {metrics['samples_per_second_per_worker']:.1f} samples/s/worker"
-                )
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(
-                    _state(nets, opts, scheds, epoch, best, history, run_id, average), Path(folder) / TRAIN_STATE_FILE
-                )
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            _report(state, config, metrics, rows, run_id, loop_config.get("progress", True))
         else:
             ray.train.report(metrics)
 
     if rank == 0:
-        _finish(nets, best, history, config)
+        _finish(state.nets, state.best, state.history, config)
         mlflow.end_run()
 
 

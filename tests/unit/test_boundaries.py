@@ -154,6 +154,22 @@ def test_function_level_imports_are_few_and_each_says_why():
     assert len(set(project)) <= 15, project
 
 
+def test_no_function_outside_the_model_is_longer_than_80_lines():
+    """Long functions read as several jobs; the model's modules follow the paper's layout."""
+    root = Path(dwsfusion.__file__).parent.parent
+    too_long = []
+    for folder in (*PACKAGES, "benchmarks", "examples"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.is_relative_to(root / "dwsfusion" / "model"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 80:
+                        too_long.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not too_long, "\n".join(too_long)
+
+
 def test_every_benchmark_times_with_the_one_harness():
     """benchmarks/common.py's Stopwatch and timed are the only clock (gpu_bundle.py packages,
     it does not benchmark)."""
