@@ -18,6 +18,11 @@ def is_uri(location: str | os.PathLike) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
+def local_path(location: str) -> str:
+    """A local location as a plain path (``file:///x`` -> ``/x``); anything else as given."""
+    return location.removeprefix("file://")
+
+
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """A local path or any pyarrow URI (file://, s3://, gs://, ...) -> (filesystem, path)."""
     if "://" in location:

@@ -20,7 +20,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from data_prep.storage import is_uri
+from data_prep.storage import is_uri, local_path
 from dwsfusion.constants import METRIC_NAMES, FusionInit
 from dwsfusion.errors import UsageError
 from dwsfusion.loss_weights import LossWeights
@@ -137,7 +137,7 @@ def fuse_output(value: str) -> str:
             f"{value}: on object storage the output is a prefix (s3://bucket/night-fused/: one fused shard per "
             "input shard, written by the workers); an archive output (.tar, .tar.gz, .zip) is a local path"
         )
-    return value.removeprefix("file://")
+    return local_path(value)
 
 
 class FuseSettings(BaseModel):

@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from data_prep.storage import is_uri
+from data_prep.storage import is_uri, local_path
 from dwsfusion.errors import UsageError
 
 HOME_VARIABLE = "DWSFUSION_HOME"
@@ -49,7 +49,7 @@ def store_path(value: str, setting: str) -> str:
     """A store's location: a URI as is, an absolute path as is, a relative one under ``home()``."""
     if is_uri(value):
         return value
-    path = Path(value.removeprefix("file://")).expanduser()
+    path = Path(local_path(value)).expanduser()
     if path.is_absolute():
         return str(path)
     if in_ray_job() and not os.environ.get(HOME_VARIABLE):

@@ -31,7 +31,7 @@ from torch import nn
 
 from data_prep import load_manifest, ray_session, read_patches
 from data_prep.ray_session import quiet_libraries
-from data_prep.storage import is_uri, location_exists
+from data_prep.storage import is_uri, local_path, location_exists
 from dwsfusion.augment import add_visible_noise, augment_pairs
 from dwsfusion.checkpoints import TRAIN_FORMAT, TRAIN_STATE_FILE, save_generator
 from dwsfusion.errors import UsageError
@@ -635,4 +635,4 @@ def load_train_state(checkpoint_dir: str | os.PathLike) -> dict:
 
         with ray.train.Checkpoint(location).as_directory() as folder:
             return torch.load(Path(folder) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
-    return torch.load(Path(location.removeprefix("file://")) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    return torch.load(Path(local_path(location)) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
