@@ -11,6 +11,9 @@ METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "CC", "VIF", "Qabf", "Nabf"
 # Where a generator trained from scratch starts its fusion head (dwsfusion.model.init).
 FusionInit = Literal["sum", "release"]
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
+# Where its AlphaNet starts: the release's random initialisation, or "alive" at one fixed alpha.
+AlphaInit = Literal["release", "alive"]
+ALPHA_INITS: tuple[str, ...] = get_args(AlphaInit)
 
 # The baselines ``dwsfusion compare`` knows by name (dwsfusion.compare): pixel-wise mean and max
 # fusion of the IR and VIS luma, and each source as it is.

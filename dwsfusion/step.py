@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .constants import FusionInit
+from .constants import AlphaInit, FusionInit
 from .losses import LossWeights, critic_losses, generator_losses
 from .model import Discriminator, Generator, GeneratorConfig, initialise
 
@@ -38,14 +38,18 @@ class Optimizers:
 
 
 def build_networks(
-    config: GeneratorConfig | None = None, fusion_init: FusionInit = "sum", seed: int | None = None
+    config: GeneratorConfig | None = None,
+    fusion_init: FusionInit = "sum",
+    seed: int | None = None,
+    alpha_init: AlphaInit = "release",
 ) -> Networks:
     """Fresh networks for training from scratch; ``fusion_init`` is where the generator's fusion
-    head starts (``dwsfusion.model.init``: "sum" of its weighted sources, or the "release"'s
-    default initialisation); ``seed`` seeds torch first, so that the same seed is the same start."""
+        head starts (``dwsfusion.model.init``: "sum" of its weighted sources, or the "release"'s
+        default initialisation); ``alpha_init`` where its AlphaNet starts ("release": random, "alive":
+    one fixed alpha); ``seed`` seeds torch first, so that the same seed is the same start."""
     if seed is not None:
         torch.manual_seed(seed)
-    return Networks(initialise(Generator(config), fusion_init), Discriminator(), Discriminator())
+    return Networks(initialise(Generator(config), fusion_init, alpha_init), Discriminator(), Discriminator())
 
 
 def build_optimizers(nets: Networks, lr_g: float = 0.01, lr_d: float = 0.01) -> Optimizers:

@@ -48,7 +48,7 @@ from dwsfusion.augment import add_visible_noise  # noqa: E402
 from dwsfusion.color import read_luma_u8  # noqa: E402
 from dwsfusion.evaluate import evaluate_generator  # noqa: E402
 from dwsfusion.loss_weights import LossWeights  # noqa: E402
-from dwsfusion.model import FUSION_INITS  # noqa: E402
+from dwsfusion.model import ALPHA_INITS, FUSION_INITS  # noqa: E402
 from dwsfusion.pairs import find_pairs  # noqa: E402
 from dwsfusion.quicktrain import random_patches  # noqa: E402
 from dwsfusion.step import build_networks, build_optimizers, recalibrate_batchnorm, train_step  # noqa: E402
@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=1.0, help="resize the training pairs by this factor first")
     parser.add_argument("--vis-noise", type=float, default=0.0, help="grey levels of noise on the training VIS")
     parser.add_argument("--fusion-init", choices=FUSION_INITS, default="release", help="where the fusion head starts")
+    parser.add_argument("--alpha-init", choices=ALPHA_INITS, default="release", help="where the AlphaNet starts")
     parser.add_argument("--seed", type=int, default=0, help="the networks' start and the crops' draws")
     parser.add_argument("--data-seed", type=int, help="the crops' and noise draws alone (default: --seed)")
     parser.add_argument(
@@ -98,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 def _start(args: argparse.Namespace):
     """(networks, optimisers, step) the probe starts from: fresh, seeded, or ``--init``."""
     torch.manual_seed(args.seed)
-    nets = build_networks(fusion_init=args.fusion_init)
+    nets = build_networks(fusion_init=args.fusion_init, alpha_init=args.alpha_init)
     for part, seed in args.part_seed:
         with torch.random.fork_rng():  # the other start's draws leave the run's own untouched
             torch.manual_seed(seed)
@@ -182,6 +183,7 @@ def main() -> None:
         f"({critic_steps} critic steps at lr {args.lr_d or args.lr}), VIS noise {args.vis_noise}, "
         f"decay at {args.decay_at}, from {args.init or 'scratch'} (fusion_init {args.fusion_init}), "
         f"seed {args.seed}"
+        + (f", AlphaNet {args.alpha_init}" if args.alpha_init != "release" else "")
         + (f", data seed {data_seed}" if data_seed != args.seed else "")
         + "".join(f", {part} from seed {seed}" for part, seed in args.part_seed)
     )

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data_prep.storage import is_uri, local_path
-from dwsfusion.constants import METRIC_NAMES, FusionInit
+from dwsfusion.constants import METRIC_NAMES, AlphaInit, FusionInit
 from dwsfusion.errors import UsageError
 from dwsfusion.loss_weights import LossWeights
 from dwsfusion.model import GeneratorConfig
@@ -264,6 +264,9 @@ class TrainSettings(BaseModel):
     # Where the generator's fusion head starts: "sum" of its two weighted sources, or the
     # "release"'s default (random) initialisation (dwsfusion.model.init; docs/fidelity.md).
     fusion_init: FusionInit = "sum"
+    # Where its AlphaNet starts: the "release"'s random initialisation (dead, alpha 0 and no
+    # gradient, on some seeds) or "alive" at alpha 0.3 for every seed (dwsfusion.model.init).
+    alpha_init: AlphaInit = "release"
     loss: LossWeights = LossWeights()
     # After each epoch, BatchNorm running statistics are re-estimated on the fusion path over
     # this many of the epoch's last batches (0: keep the training's running statistics, as the
@@ -294,7 +297,8 @@ class TrainSettings(BaseModel):
     def start_networks(self) -> Networks:
         """The networks a run of these settings starts from, seeded: the training loop's start,
         and the 'start' the workflow's evaluation scores beside the trained generator."""
-        return build_networks(GeneratorConfig(channel_min_hidden=self.channel_min_hidden), self.fusion_init, self.seed)
+        config = GeneratorConfig(channel_min_hidden=self.channel_min_hidden)
+        return build_networks(config, self.fusion_init, self.seed, self.alpha_init)
 
     @model_validator(mode="after")
     def _critics_have_a_term(self) -> TrainSettings:

@@ -79,3 +79,34 @@ def test_a_seed_is_a_start_the_workflow_can_score_again():
     first, again, other = weights(3), weights(3), weights(4)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def _alpha_gradients(generator: Generator) -> tuple[torch.Tensor, float]:
+    ir, vi = _sources(2)
+    alpha = generator.alpha(ir, vi)
+    (generator.fuse(ir, vi)[0].mean() + alpha.sum()).backward()
+    grads = [p.grad for p in generator.alpha.parameters()]
+    return alpha.detach(), sum(float(g.abs().sum()) for g in grads if g is not None)
+
+
+def test_a_dead_alphanet_never_learns_and_the_alive_start_does():
+    torch.manual_seed(0)
+    dead = Generator()
+    with torch.no_grad():
+        dead.alpha.fc.bias.fill_(-10.0)  # what some seeds draw: fc's output below 0 for every input
+    alpha, gradient = _alpha_gradients(dead)
+    assert (alpha == 0).all() and gradient == 0.0  # the ReLU passes nothing: no step can revive it
+    for seed in range(3):
+        torch.manual_seed(seed)
+        alive = initialise(Generator(), "sum", "alive")
+        alpha, gradient = _alpha_gradients(alive)
+        torch.testing.assert_close(alpha, torch.full_like(alpha, 0.3))  # the same start on every seed
+        assert gradient > 0 and float(alive.alpha.fc.weight.grad.abs().sum()) > 0
+
+
+def test_the_alive_start_changes_the_alphanet_head_alone():
+    release, alive = (build_networks(fusion_init="sum", seed=4, alpha_init=a).generator for a in ("release", "alive"))
+    differ = [k for k, v in release.state_dict().items() if not torch.equal(v, alive.state_dict()[k])]
+    assert differ == ["alpha.fc.weight", "alpha.fc.bias"]
+    with pytest.raises(ValueError, match="unknown alpha_init"):
+        initialise(Generator(), "sum", "zero")
