@@ -55,6 +55,15 @@ SPREAD_PROBES = {
     "sum_600_seed1": ("1", "1"),
     "sum_600_fusion_from_seed1": ("0, its fusion head from 1", "0"),
 }
+# Where the AlphaNet starts: file -> (seed, its start and alpha there). Seeds 1 and 3 draw a dead one.
+ALPHA_PROBES = {
+    "sum_600": (0, "release's (alive: alpha 0.25-0.30)"),
+    "sum_600_alpha_alive_seed0": (0, "alive, alpha 0.3"),
+    "sum_600_seed1": (1, "release's (dead: alpha 0)"),
+    "sum_600_alpha_alive_seed1": (1, "alive, alpha 0.3"),
+    "sum_600_seed3": (3, "release's (dead: alpha 0)"),
+    "sum_600_alpha_alive_seed3": (3, "alive, alpha 0.3"),
+}
 
 
 def _load(name: str) -> dict | None:
@@ -401,6 +410,10 @@ def noise_probes() -> str:
     return _probe_table(NOISE_PROBES, "VIS noise (grey levels)")
 
 
+def alpha_probes() -> str:
+    return _probe_table(ALPHA_PROBES, "AlphaNet start")
+
+
 def spread_probes() -> str:
     return _probe_table(SPREAD_PROBES, "crops and noise drawn with seed", first_column="networks' start, seed")
 
@@ -454,6 +467,7 @@ def render_fidelity(text: str) -> str:
         _block("gan_probes"): gan_probes,
         _block("noise_probes"): noise_probes,
         _block("spread_probes"): spread_probes,
+        _block("alpha_probes"): alpha_probes,
         _block("reproduce_seeds"): seeds,
     }
     for pattern, render_block in blocks.items():
