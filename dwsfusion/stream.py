@@ -228,15 +228,19 @@ def fuse_and_score(
     """``pairs`` fused into ``out_dir/<stem>.png`` and scored with ``options.metrics`` (on the
     fuser's device when that is a GPU). Returns one row per pair, in order: ``name``, the
     metrics and ``seconds``, or ``name`` and ``error`` (the file and the reason)."""
-    rows = []
-    for result in fuse_stream(fuser, map(file_pair, pairs), options):
-        if result.error is None:
-            try:
-                atomic_write(Path(out_dir) / f"{result.key}.png", result.png)
-            except OSError as exc:
-                result = FusedPair(result.key, error=str(exc))
-        rows.append(result_row(result, "name"))
-    return rows
+    results = fuse_stream(fuser, map(file_pair, pairs), options)
+    return [result_row(write_png(result, out_dir), "name") for result in results]
+
+
+def write_png(result: FusedPair, out_dir: str | os.PathLike) -> FusedPair:
+    """``result``'s PNG written atomically as ``out_dir/<key>.png``; a write that fails becomes
+    the pair's error (the other pairs go on)."""
+    if result.error is None:
+        try:
+            atomic_write(Path(out_dir) / f"{result.key}.png", result.png)
+        except OSError as exc:
+            return FusedPair(result.key, error=str(exc))
+    return result
 
 
 def result_row(result: FusedPair, key_column: str) -> dict:

@@ -189,7 +189,7 @@ def _fuse_folder(job: FuseJob, model: dict, out_dir: Path, progress: bool) -> tu
     manifest and how many pairs were done before this call."""
     started = time.perf_counter()
     settings, source = job.identity(), folder_input(job.input[0])
-    previous = json.loads((out_dir / MANIFEST).read_text()) if (out_dir / MANIFEST).is_file() else None
+    previous = read_manifest(str(out_dir))
     refuse_other_run(previous, out_dir, model, settings, source.identity)
     (out_dir / ROWS).mkdir(parents=True, exist_ok=True)
     stems = [p.stem for p in source.pairs]

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from data_prep.storage import filesystem, join
 from dwsfusion.evaluate import rows_csv
 from dwsfusion.files import atomic_write
-from dwsfusion.stream import FusedPair, result_row
+from dwsfusion.stream import FusedPair, result_row, write_png
 
 from .archives import Refused, write_archive
 from .manifest import MANIFEST, METRICS_CSV
@@ -52,11 +52,7 @@ class FolderSink:
 
     def put(self, result: FusedPair) -> dict:
         """The pair's row (``name``, scores, ``seconds``, ``node``, or ``name`` and ``error``)."""
-        if result.error is None:
-            try:
-                atomic_write(self.out_dir / f"{result.key}.png", result.png)
-            except OSError as exc:
-                result = FusedPair(result.key, error=str(exc))
+        result = write_png(result, self.out_dir)
         row = result_row(result, "name")
         if result.error is None:
             row["node"] = self.node
